@@ -1,0 +1,113 @@
+"""The open default body: Anny (PyPI `anny`, Apache-2.0 code, CC0 data), fully offline.
+
+The network poses 24 body bones (root, spine, neck, head, clavicles, arms, legs, feet); fingers,
+toes, eyes and the twist segments stay at rest. Shape is Anny's six phenotype values (gender, age,
+muscle, weight, height, proportions), each in [0, 1]; the shape vector S=6 holds their logits, so
+0 is Anny's default body (all 0.5) and any real vector is a valid body.
+
+Anny's first construction on a machine writes a ~790 MB cache to `~/.cache/anny` (or
+`$ANNY_CACHE_DIR`) in about a minute; later constructions take under a second. `make` builds it once.
+"""
+
+from functools import lru_cache
+
+import anny
+import torch
+from torch import Tensor
+
+from .base import BodyModel, BodyOutput, Skeleton, camera_upright_root
+
+ANNY_POSED_BONES = (
+    "root",
+    "upperleg01.L", "lowerleg01.L", "foot.L",
+    "upperleg01.R", "lowerleg01.R", "foot.R",
+    "spine05", "spine04", "spine03", "spine02", "spine01",
+    "clavicle.L", "upperarm01.L", "lowerarm01.L", "wrist.L",
+    "clavicle.R", "upperarm01.R", "lowerarm01.R", "wrist.R",
+    "neck01", "neck02", "neck03", "head",
+)
+# Human3.6M-17 joints as Anny bone heads (mapping checked on rest positions, see docs/method.md).
+ANNY_H36M_BONES = (
+    "root", "upperleg01.R", "lowerleg01.R", "foot.R", "upperleg01.L", "lowerleg01.L", "foot.L",
+    "spine03", "neck01", "neck03", "head",
+    "upperarm01.L", "lowerarm01.L", "wrist.L", "upperarm01.R", "lowerarm01.R", "wrist.R",
+)
+
+
+@lru_cache(maxsize=4)
+def _load_anny(topology: str) -> anny.Anny:
+    # One construction per process: the model is read-only for us, so every AnnyBody shares it.
+    model = anny.Anny(topology=topology).to(torch.float32)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class AnnyBody(BodyModel):
+    """Anny behind the `BodyModel` interface (see base.py for shapes)."""
+
+    name = "anny"
+
+    def __init__(self, topology: str = "anny"):
+        super().__init__()
+        model = _load_anny(topology)
+        # Kept out of the module tree: the body is a fixed function, not part of our state dict.
+        object.__setattr__(self, "_anny", model)
+        self.version = anny.__version__
+        self.topology = topology
+        labels = list(model.bone_labels)
+        self.num_bones = len(ANNY_POSED_BONES)
+        self.num_shape = len(model.phenotype_labels)
+        self.phenotype_labels = tuple(model.phenotype_labels)
+        self.register_buffer("posed_index", torch.tensor([labels.index(b) for b in ANNY_POSED_BONES]))
+        self.register_buffer("joint_index", torch.tensor([labels.index(b) for b in ANNY_H36M_BONES]))
+        self.register_buffer("faces", model.get_triangular_faces().long())
+        mean_pose = torch.eye(3).repeat(self.num_bones, 1, 1)
+        mean_pose[0] = camera_upright_root()
+        self.register_buffer("mean_pose", mean_pose)
+        self.register_buffer("mean_shape", torch.zeros(self.num_shape))
+        self._all_labels = labels
+        self._all_parents = [int(p) for p in model.bone_parents]
+
+    @property
+    def num_vertices(self) -> int:
+        return self._anny.template_vertices.shape[0]
+
+    def skeleton(self) -> Skeleton:
+        posed = [self._all_labels.index(b) for b in ANNY_POSED_BONES]
+        parents = []
+        for idx in posed:
+            p = self._all_parents[idx]
+            while p >= 0 and p not in posed:
+                p = self._all_parents[p]
+            parents.append(posed.index(p) if p >= 0 else -1)
+        rest = self(torch.eye(3, device=self.mean_pose.device).expand(1, self.num_bones, 3, 3),
+                    self.mean_shape[None], with_vertices=False)
+        return Skeleton(tuple(ANNY_POSED_BONES), tuple(parents), rest.bone_heads[0].detach())
+
+    def phenotypes(self, shape: Tensor) -> Tensor:
+        """Shape logits (B, 6) -> Anny phenotype values (B, 6) in [0, 1]."""
+        return torch.sigmoid(shape)
+
+    def forward(self, rotmats: Tensor, shape: Tensor, with_vertices: bool = True) -> BodyOutput:
+        self.check_inputs(rotmats, shape)
+        model = self._anny
+        if model.template_vertices.device != rotmats.device:
+            model.to(rotmats.device)
+        B = rotmats.shape[0]
+        # (B, 104, 4, 4) deltas in Anny's 'local-ref' parameterisation (world-aligned axes at rest).
+        deltas = torch.eye(4, dtype=rotmats.dtype, device=rotmats.device).repeat(B, len(self._all_labels), 1, 1)
+        deltas[:, self.posed_index, :3, :3] = rotmats
+        coeffs = model._get_phenotype_blendshape_coefficients(
+            self.phenotypes(shape),
+            rotmats.new_zeros(B, len(model.local_change_labels)),
+            rotmats.new_zeros(B, len(model.facial_action_labels)),
+        )
+        rest = model.get_rest_model(coeffs)
+        transforms, poses = model.get_bone_transforms(deltas, rest["rest_bone_poses"], "local-ref")
+        heads = poses[..., :3, 3]  # (B, 104, 3)
+        vertices = None
+        if with_vertices:
+            vertices = model.get_skinned_vertices(rest["rest_vertices"].expand(B, -1, -1), transforms)
+        return BodyOutput(joints=heads[:, self.joint_index], vertices=vertices, bone_heads=heads[:, self.posed_index])

@@ -1,0 +1,97 @@
+"""The one small interface every body model implements.
+
+A body model maps per-frame bone rotations and a shape vector to vertices, faces, the 17 Human3.6M
+joints and a skeleton (names, parents, rest positions) that the exporters use. Bone 0 is always the
+root; its rotation is the global orientation. Outputs are in metres, root (pelvis bone) at the origin.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+H36M_JOINT_NAMES = (
+    "pelvis", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
+    "spine", "thorax", "neck_nose", "head", "left_shoulder", "left_elbow", "left_wrist",
+    "right_shoulder", "right_elbow", "right_wrist",
+)
+H36M_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
+# Left/right swap of the Human3.6M-17 joints (used by flip augmentation and the 2D noise model).
+H36M_FLIP = (0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16, 11, 12, 13)
+
+
+@dataclass
+class Skeleton:
+    """The bones a body model poses.
+
+    names: K bone names; parents: (K,) index of each bone's parent among the K, -1 for the root;
+    rest_heads: (K, 3) bone head positions in the rest pose, metres.
+    """
+
+    names: tuple[str, ...]
+    parents: tuple[int, ...]
+    rest_heads: Tensor
+
+
+@dataclass
+class BodyOutput:
+    """What a body model returns for a batch of B bodies.
+
+    joints: (B, 17, 3) Human3.6M-17 joints, metres, in the frame the root rotation defines;
+    vertices: (B, V, 3) or None when only joints were asked for;
+    bone_heads: (B, K, 3) posed heads of the K posed bones.
+    """
+
+    joints: Tensor
+    vertices: Tensor | None
+    bone_heads: Tensor
+
+
+class BodyModel(nn.Module):
+    """Abstract body model. Subclasses set the attributes below and implement `forward`.
+
+    Attributes:
+        name: 'anny' or 'smpl'; version: the package or file version it came from.
+        num_bones: K, the number of posed bones (rotations the network predicts), root first.
+        num_shape: S, the size of the shape vector (Anny: phenotype logits, SMPL: betas).
+        faces: (F, 3) int64 triangle indices.
+        mean_pose: (K, 3, 3) the pose the mesh head starts from (root rotation puts the body
+            upright, facing the camera, in camera axes: x right, y down, z forward).
+        mean_shape: (S,) the shape the mesh head starts from.
+    """
+
+    name: str
+    version: str
+    num_bones: int
+    num_shape: int
+
+    def skeleton(self) -> Skeleton:
+        raise NotImplementedError
+
+    def forward(self, rotmats: Tensor, shape: Tensor, with_vertices: bool = True) -> BodyOutput:
+        """Pose the body.
+
+        Args:
+            rotmats: (B, K, 3, 3) bone rotations; bone 0 is the global orientation.
+            shape: (B, S) shape vector.
+            with_vertices: skip skinning (faster) when False; `vertices` is then None.
+        Returns:
+            BodyOutput with joints (B, 17, 3), vertices (B, V, 3) or None, bone heads (B, K, 3).
+        """
+        raise NotImplementedError
+
+    def check_inputs(self, rotmats: Tensor, shape: Tensor) -> None:
+        """Raise ValueError with a clear message when the inputs have the wrong shape."""
+        if rotmats.ndim != 4 or rotmats.shape[1:] != (self.num_bones, 3, 3):
+            raise ValueError(
+                f"{self.name}: rotations must have shape (B, {self.num_bones}, 3, 3), got {tuple(rotmats.shape)}"
+            )
+        if shape.ndim != 2 or shape.shape != (rotmats.shape[0], self.num_shape):
+            raise ValueError(
+                f"{self.name}: shape must have shape ({rotmats.shape[0]}, {self.num_shape}), got {tuple(shape.shape)}"
+            )
+
+
+def camera_upright_root() -> Tensor:
+    """(3, 3) rotation taking a Z-up body that faces -Y to camera axes (y down, z forward), facing the camera."""
+    return torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])

@@ -1,0 +1,416 @@
+"""The DiffMesh network and its two diffusion baselines, in one file.
+
+Data path (B clips of f frames, N diffusion steps, T latent tokens of width d, K bones, S shape values):
+
+    keypoints (B, f, 17, 3) --SpatioTemporalAdapter--> tokens b (B, f, T, d)    [or features (B, f, D) --FeatureAdapter-->]
+    b --ConditionGenerator (pad to N with zeros)--> conditions c (B, N, T, d)
+    x_end (learned, T x d) --N reverse steps of TwoStreamDenoiser (diffusion.motion_reverse)--> x_1..x_N
+    x_1..x_f (+ residual to b) --MeshHead--> rotations (B, f, K, 3, 3), shape (B, S), camera (B, f, 3)
+
+Baseline 1 runs a Gaussian DDIM chain of N steps per frame (f x N steps); Baseline 2 runs one chain of N steps
+on the concatenation of the f frames. Size presets are in `PRESETS` at the bottom.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import diffusion
+from .rotations import rot6d_to_rotmat, rotmat_to_rot6d
+
+METHODS = ("diffmesh", "baseline1", "baseline2")
+INPUTS = ("keypoints", "features")
+
+
+@dataclass
+class ModelConfig:
+    method: str = "diffmesh"        # diffmesh | baseline1 | baseline2
+    input: str = "keypoints"        # keypoints (B, f, 17, 3) | features (B, f, feature_dim)
+    feature_dim: int = 2048         # D of precomputed per-frame features (ResNet-50: 2048)
+    num_keypoints: int = 17         # Human3.6M-17 layout of the 2D input
+    num_frames: int = 16            # f, frames per clip (paper: 16)
+    num_steps: int = 30             # N, diffusion steps (paper: 30 = 16 frames + 14)
+    num_tokens: int = 17            # T, latent tokens per frame (released code: one per joint)
+    token_dim: int = 128            # d, width of each latent token (released: 128)
+    adapter_dim: int = 512          # DSTformer width (released: 512)
+    adapter_depth: int = 5          # DSTformer depth (released: 5)
+    adapter_heads: int = 8
+    adapter_mlp_ratio: float = 2.0
+    adapter_maxlen: int = 243       # longest clip the temporal position embedding covers
+    gen_dim: int = 256              # conditional-feature generation block width (released: 256)
+    gen_depth: int = 2
+    gen_heads: int = 8
+    gen_mlp_ratio: float = 0.125
+    denoiser_depth: int = 4         # two-stream blocks (released: 4)
+    denoiser_heads: int = 4
+    denoiser_mlp_ratio: float = 2.0
+    beta_start: float = 1e-4        # DiffMesh motion schedule (DiffPose's linear, released values)
+    beta_end: float = 1e-3
+    dropout: float = 0.0
+    body: str = "anny"              # body model the head's pose/shape parameters belong to
+    num_bones: int = 24             # K, set from the body model
+    num_shape: int = 6              # S, set from the body model
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got '{self.method}'")
+        if self.input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, got '{self.input}'")
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames (f) must be >= 1, got {self.num_frames}")
+        if self.num_steps < self.num_frames:
+            raise ValueError(
+                f"N (num_steps={self.num_steps}) must be at least f (num_frames={self.num_frames}): the reverse chain "
+                f"emits one frame per step; use num_steps >= {self.num_frames} (paper: f=16, N=30)"
+            )
+        if self.num_frames > self.adapter_maxlen:
+            raise ValueError(f"num_frames={self.num_frames} exceeds adapter_maxlen={self.adapter_maxlen}")
+        for name in ("adapter", "gen", "denoiser"):
+            width = {"adapter": self.adapter_dim, "gen": self.gen_dim, "denoiser": self.token_dim}[name]
+            heads = getattr(self, f"{name}_heads")
+            if width % heads:
+                raise ValueError(f"{name} width {width} is not divisible by {name}_heads={heads}")
+
+
+# ---------------------------------------------------------------- building blocks
+
+class Attention(nn.Module):
+    """Multi-head attention (fused scaled-dot-product); self-attention when `context` is None."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        B, L, C = x.shape
+        context = x if context is None else context
+        q = self.q(x).view(B, L, self.heads, C // self.heads).transpose(1, 2)               # (B, h, L, C/h)
+        k, v = self.kv(context).view(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+
+
+def mlp(dim: int, ratio: float, dropout: float = 0.0) -> nn.Sequential:
+    hidden = max(1, int(dim * ratio))
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN x), then x + MLP(LN x). Input and output (B, L, dim)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads, dropout)
+        self.norm2, self.mlp = nn.LayerNorm(dim), mlp(dim, mlp_ratio, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def sinusoidal_embedding(steps: Tensor, dim: int) -> Tensor:
+    """DDPM's sinusoidal step embedding: (B,) integer steps -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=steps.device, dtype=torch.float32) / max(half - 1, 1))
+    args = steps.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], 1)
+    return F.pad(emb, (0, dim % 2))
+
+
+# ---------------------------------------------------------------- input adapters
+
+class SpatioTemporalAdapter(nn.Module):
+    """DSTformer-style backbone for 2D keypoints: each layer runs a spatial->temporal and a temporal->spatial
+    branch and fuses them with learned per-token weights. (B, f, J, 3) -> (B, f, T=J, d)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        dim, J = cfg.adapter_dim, cfg.num_keypoints
+        self.joint_embed = nn.Linear(3, dim)
+        self.spatial_pos = nn.Parameter(torch.randn(1, 1, J, dim) * 0.02)
+        self.temporal_pos = nn.Parameter(torch.randn(1, cfg.adapter_maxlen, 1, dim) * 0.02)
+        make = lambda: Block(dim, cfg.adapter_heads, cfg.adapter_mlp_ratio, cfg.dropout)  # noqa: E731
+        self.st_spatial = nn.ModuleList(make() for _ in range(cfg.adapter_depth))
+        self.st_temporal = nn.ModuleList(make() for _ in range(cfg.adapter_depth))
+        self.ts_temporal = nn.ModuleList(make() for _ in range(cfg.adapter_depth))
+        self.ts_spatial = nn.ModuleList(make() for _ in range(cfg.adapter_depth))
+        self.fuse = nn.ModuleList(nn.Linear(2 * dim, 2) for _ in range(cfg.adapter_depth))
+        self.norm = nn.LayerNorm(dim)
+        self.to_tokens = nn.Sequential(nn.Linear(dim, cfg.token_dim), nn.ReLU())
+
+    @staticmethod
+    def _spatial(block: Block, x: Tensor) -> Tensor:
+        B, f, J, C = x.shape
+        return block(x.reshape(B * f, J, C)).view(B, f, J, C)                 # attend over joints
+
+    @staticmethod
+    def _temporal(block: Block, x: Tensor) -> Tensor:
+        B, f, J, C = x.shape
+        x = block(x.transpose(1, 2).reshape(B * J, f, C))                     # attend over frames
+        return x.view(B, J, f, C).transpose(1, 2)
+
+    def forward(self, keypoints: Tensor) -> Tensor:
+        f = keypoints.shape[1]
+        x = self.joint_embed(keypoints) + self.spatial_pos + self.temporal_pos[:, :f]   # (B, f, J, C)
+        for s1, t1, t2, s2, fuse in zip(self.st_spatial, self.st_temporal, self.ts_temporal, self.ts_spatial, self.fuse):
+            a = self._temporal(t1, self._spatial(s1, x))                         # spatial then temporal
+            b = self._spatial(s2, self._temporal(t2, x))                         # temporal then spatial
+            w = fuse(torch.cat([a, b], -1)).softmax(-1)                          # (B, f, J, 2)
+            x = w[..., :1] * a + w[..., 1:] * b
+        return self.to_tokens(self.norm(x))                                      # (B, f, J, d)
+
+
+class FeatureAdapter(nn.Module):
+    """Precomputed per-frame features (B, f, D) -> tokens (B, f, T, d)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.T, self.d = cfg.num_tokens, cfg.token_dim
+        self.proj = nn.Sequential(nn.Linear(cfg.feature_dim, cfg.num_tokens * cfg.token_dim), nn.ReLU())
+
+    def forward(self, features: Tensor) -> Tensor:
+        B, f, _ = features.shape
+        return self.proj(features).view(B, f, self.T, self.d)
+
+
+# ---------------------------------------------------------------- conditional-feature generation block
+
+class ConditionGenerator(nn.Module):
+    """Pads the f frame features with N-f zero features and runs a small transformer with a residual:
+    (B, f, T*d) -> conditions c_1..c_N (B, N, T*d). Frames come first, so c_i belongs to frame i."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        width = cfg.num_tokens * cfg.token_dim
+        self.num_steps = cfg.num_steps
+        self.inp = nn.Sequential(nn.Linear(width, cfg.gen_dim), nn.GELU())
+        self.pos = nn.Parameter(torch.randn(1, cfg.num_steps, cfg.gen_dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(cfg.gen_dim, cfg.gen_heads, cfg.gen_mlp_ratio, cfg.dropout)
+                                    for _ in range(cfg.gen_depth))
+        self.norm = nn.LayerNorm(cfg.gen_dim)
+        self.out = nn.Sequential(nn.Linear(cfg.gen_dim, width), nn.GELU())
+
+    def forward(self, frames: Tensor) -> Tensor:
+        B, f, W = frames.shape
+        b = torch.cat([frames, frames.new_zeros(B, self.num_steps - f, W)], 1)  # (B, N, T*d)
+        h = self.inp(b) + self.pos
+        for block in self.blocks:
+            h = block(h)
+        return self.out(self.norm(h)) + b
+
+
+# ---------------------------------------------------------------- two-stream denoiser (Fig. 6, Fig. 9)
+
+class TwoStreamBlock(nn.Module):
+    """Mesh and condition streams each self-attend; cross-attention then fuses the condition stream into
+    the mesh stream; each stream has its MLP. `condition_mlp=False` drops the condition stream's MLP
+    where nothing reads it (the last block of a baseline denoiser)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, condition_mlp: bool = True):
+        super().__init__()
+        self.norm_x, self.self_x = nn.LayerNorm(dim), Attention(dim, heads, dropout)
+        self.norm_c, self.self_c = nn.LayerNorm(dim), Attention(dim, heads, dropout)
+        self.norm_q, self.norm_kv, self.cross = nn.LayerNorm(dim), nn.LayerNorm(dim), Attention(dim, heads, dropout)
+        self.norm_mx, self.mlp_x = nn.LayerNorm(dim), mlp(dim, mlp_ratio, dropout)
+        self.mlp_c = nn.Sequential(nn.LayerNorm(dim), mlp(dim, mlp_ratio, dropout)) if condition_mlp else None
+
+    def forward(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        x = x + self.self_x(self.norm_x(x))                                      # mesh self-attention
+        c = c + self.self_c(self.norm_c(c))                                      # condition self-attention
+        x = x + self.cross(self.norm_q(x), self.norm_kv(c))                      # condition -> mesh
+        x = x + self.mlp_x(self.norm_mx(x))
+        if self.mlp_c is not None:
+            c = c + self.mlp_c(c)
+        return x, c
+
+
+class TwoStreamDenoiser(nn.Module):
+    """One reverse step: (x (B, T, io_dim), c (B, T, io_dim), step (B,)) -> motion/noise (B, T, io_dim) and,
+    for DiffMesh, the previous condition (B, T, io_dim). io_dim is d, or f*d for Baseline 2, projected to d."""
+
+    def __init__(self, cfg: ModelConfig, io_dim: int, predict_condition: bool):
+        super().__init__()
+        d = cfg.token_dim
+        self.in_x = nn.Linear(io_dim, d) if io_dim != d else nn.Identity()
+        self.in_c = nn.Linear(io_dim, d) if io_dim != d else nn.Identity()
+        self.time = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        depth = cfg.denoiser_depth
+        self.blocks = nn.ModuleList(
+            TwoStreamBlock(d, cfg.denoiser_heads, cfg.denoiser_mlp_ratio, cfg.dropout,
+                           condition_mlp=predict_condition or i < depth - 1)
+            for i in range(depth))
+        self.out_x = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, io_dim))
+        self.out_c = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, io_dim)) if predict_condition else None
+
+    def forward(self, x: Tensor, c: Tensor, step: Tensor) -> tuple[Tensor, Tensor | None]:
+        t = self.time(sinusoidal_embedding(step, self.time[0].in_features))[:, None]  # (B, 1, d)
+        hx, hc = self.in_x(x) + t, self.in_c(c) + t                                     # (B, T, d)
+        for block in self.blocks:
+            hx, hc = block(hx, hc)
+        return self.out_x(hx), (self.out_c(hc) if self.out_c is not None else None)
+
+
+# ---------------------------------------------------------------- mesh head
+
+class MeshHead(nn.Module):
+    """Per-frame features (B, f, T*d) -> per-frame pose (6D per bone, from the body's mean pose), one shape per
+    clip (from time-averaged features, from the mean shape) and a per-frame weak-perspective camera (s, tx, ty)
+    that maps root-relative camera-frame joints to normalised image coordinates: uv = s * XY + (tx, ty)."""
+
+    def __init__(self, cfg: ModelConfig, mean_pose: Tensor, mean_shape: Tensor):
+        super().__init__()
+        width, K, S = cfg.num_tokens * cfg.token_dim, cfg.num_bones, cfg.num_shape
+        self.pose, self.shape, self.camera = nn.Linear(width, K * 6), nn.Linear(width, S), nn.Linear(width, 3)
+        for layer in (self.pose, self.shape, self.camera):
+            nn.init.xavier_uniform_(layer.weight, gain=0.01)
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("mean_pose6d", rotmat_to_rot6d(mean_pose).reshape(K * 6))
+        self.register_buffer("mean_shape", mean_shape.reshape(S).clone())
+        self.register_buffer("mean_camera", torch.tensor([1.0, 0.0, 0.0]))
+
+    def forward(self, feats: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        B, f, _ = feats.shape
+        pose6d = (self.pose(feats) + self.mean_pose6d).view(B, f, -1, 6)         # (B, f, K, 6)
+        shape = self.shape(feats.mean(1)) + self.mean_shape                       # (B, S)
+        camera = self.camera(feats) + self.mean_camera                            # (B, f, 3)
+        return rot6d_to_rotmat(pose6d), pose6d, shape, camera
+
+
+# ---------------------------------------------------------------- the whole model
+
+@dataclass
+class ModelOutput:
+    """rotmats (B, f, K, 3, 3); pose6d (B, f, K, 6); shape (B, S); camera (B, f, 3) as (s, tx, ty);
+    frame_features (B, f, T*d) after the chain; predicted_conditions / target_conditions (B, N-1, T*d) for the
+    auxiliary loss (DiffMesh only, else None); denoiser_calls: steps run for the batch (N, N or f x N)."""
+
+    rotmats: Tensor
+    pose6d: Tensor
+    shape: Tensor
+    camera: Tensor
+    frame_features: Tensor
+    predicted_conditions: Tensor | None = None
+    target_conditions: Tensor | None = None
+    denoiser_calls: int = 0
+
+
+class DiffMeshModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, mean_pose: Tensor, mean_shape: Tensor):
+        super().__init__()
+        cfg.validate()
+        if mean_pose.shape != (cfg.num_bones, 3, 3) or mean_shape.shape != (cfg.num_shape,):
+            raise ValueError(f"mean pose/shape {tuple(mean_pose.shape)}/{tuple(mean_shape.shape)} do not match "
+                             f"num_bones={cfg.num_bones}, num_shape={cfg.num_shape}")
+        self.cfg = cfg
+        T, d, f = cfg.num_tokens, cfg.token_dim, cfg.num_frames
+        if cfg.input == "keypoints" and cfg.num_tokens != cfg.num_keypoints:
+            raise ValueError("with keypoint input the latent has one token per keypoint: set num_tokens = num_keypoints")
+        self.adapter = SpatioTemporalAdapter(cfg) if cfg.input == "keypoints" else FeatureAdapter(cfg)
+        self.generator = ConditionGenerator(cfg)
+        if cfg.method == "diffmesh":
+            self.x_end = nn.Parameter(torch.randn(T, d) * 0.02)                   # learned initial distribution
+            self.denoiser = TwoStreamDenoiser(cfg, io_dim=d, predict_condition=True)
+            self.register_buffer("betas", diffusion.linear_betas(cfg.num_steps, cfg.beta_start, cfg.beta_end).float())
+        else:
+            io_dim = d if cfg.method == "baseline1" else f * d
+            self.denoiser = TwoStreamDenoiser(cfg, io_dim=io_dim, predict_condition=False)
+            self.register_buffer("betas", diffusion.gaussian_betas(cfg.num_steps).float())
+        self.out = nn.Sequential(nn.Linear(T * d, T * d), nn.GELU())              # residual after the chain
+        self.head = MeshHead(cfg, mean_pose, mean_shape)
+
+    def check_input(self, x: Tensor) -> None:
+        cfg = self.cfg
+        if cfg.input == "keypoints":
+            want = f"(B, {cfg.num_frames}, {cfg.num_keypoints}, 3)"
+            ok = x.ndim == 4 and x.shape[1:] == (cfg.num_frames, cfg.num_keypoints, 3)
+        else:
+            want = f"(B, {cfg.num_frames}, {cfg.feature_dim})"
+            ok = x.ndim == 3 and x.shape[1:] == (cfg.num_frames, cfg.feature_dim)
+        if not ok:
+            raise ValueError(f"{cfg.input} input must have shape {want}, got {tuple(x.shape)}")
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> ModelOutput:
+        """x: keypoints (B, f, 17, 3) or features (B, f, D). `generator` seeds the baselines' Gaussian start."""
+        self.check_input(x)
+        cfg = self.cfg
+        B, f, T, d = x.shape[0], cfg.num_frames, cfg.num_tokens, cfg.token_dim
+        tokens = self.adapter(x)                                                  # (B, f, T, d)
+        b = tokens.reshape(B, f, T * d)
+        c = self.generator(b)                                                     # (B, N, T*d)
+        pred_c = target_c = None
+        if cfg.method == "diffmesh":
+            x_end = self.x_end.expand(B, T, d)
+            states, pred_c = diffusion.motion_reverse(
+                x_end, c.view(B, -1, T, d), self._motion_step, self.betas)         # (B, N, T, d)
+            chain = states[:, :f].reshape(B, f, T * d)
+            pred_c = pred_c.reshape(B, -1, T * d)
+            target_c = c[:, :-1].detach()                                          # c_1..c_{N-1}
+            calls = cfg.num_steps
+        elif cfg.method == "baseline1":
+            frames = []
+            for i in range(f):                                                     # one chain per frame
+                noise = torch.randn(B, T, d, generator=generator, device=x.device) if generator is not None \
+                    else torch.randn(B, T, d, device=x.device)
+                frames.append(diffusion.gaussian_reverse(noise, c[:, i].view(B, T, d), self._noise_step, self.betas))
+            chain = torch.stack(frames, 1).reshape(B, f, T * d)
+            calls = f * cfg.num_steps
+        else:
+            cond = c[:, :f].view(B, f, T, d).permute(0, 2, 1, 3).reshape(B, T, f * d)   # frames concatenated
+            noise = torch.randn(B, T, f * d, generator=generator, device=x.device) if generator is not None \
+                else torch.randn(B, T, f * d, device=x.device)
+            out = diffusion.gaussian_reverse(noise, cond, self._noise_step, self.betas)
+            chain = out.view(B, T, f, d).permute(0, 2, 1, 3).reshape(B, f, T * d)  # split back into frames
+            calls = cfg.num_steps
+        feats = self.out(chain) + b                                                # (B, f, T*d)
+        rotmats, pose6d, shape, camera = self.head(feats)
+        return ModelOutput(rotmats, pose6d, shape, camera, feats, pred_c, target_c, calls)
+
+    def _motion_step(self, x: Tensor, c: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+        # The network outputs the step's displacement; dividing by sqrt(beta_i) expresses it as the motion m_i
+        # of Eq. 6 (whose entries are ~1/sqrt(beta) times larger than feature differences), a fixed
+        # output scaling that spares the network from learning that gain.
+        delta, prev_c = self.denoiser(x, c, step)
+        return delta / self.betas[step].sqrt().view(-1, 1, 1), prev_c
+
+    def _noise_step(self, x: Tensor, c: Tensor, step: Tensor) -> Tensor:
+        return self.denoiser(x, c, step)[0]
+
+
+# ---------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict] = {
+    # CPU-sized: trains on 2 cores.
+    "tiny": dict(token_dim=32, adapter_dim=64, adapter_depth=2, adapter_heads=4, gen_dim=128, gen_depth=1,
+                 gen_heads=4, gen_mlp_ratio=0.5, denoiser_depth=2, denoiser_heads=4, denoiser_mlp_ratio=2.0),
+    # Between the two, for a small GPU.
+    "small": dict(token_dim=64, adapter_dim=256, adapter_depth=3, adapter_heads=8, gen_dim=256, gen_depth=2,
+                  gen_heads=8, gen_mlp_ratio=0.25, denoiser_depth=3, denoiser_heads=4, denoiser_mlp_ratio=2.0),
+    # The released code's sizes (DSTformer 512 x 5, tokens 17 x 128, generation block 256 x 2, denoiser 4 blocks).
+    "paper": dict(token_dim=128, adapter_dim=512, adapter_depth=5, adapter_heads=8, gen_dim=256, gen_depth=2,
+                  gen_heads=8, gen_mlp_ratio=0.125, denoiser_depth=4, denoiser_heads=4, denoiser_mlp_ratio=2.0),
+}
+
+
+def model_config(preset: str = "tiny", **overrides) -> ModelConfig:
+    """A ModelConfig from a preset name and field overrides (e.g. method='baseline1', input='features')."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}'; choose one of {sorted(PRESETS)}")
+    unknown = set(overrides) - set(ModelConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown model setting(s) {sorted(unknown)}")
+    cfg = ModelConfig(**{**PRESETS[preset], **overrides})
+    cfg.validate()
+    return cfg
+
+
+def build_model(cfg: ModelConfig, body) -> DiffMeshModel:
+    """The network for `cfg`, with the pose/shape sizes and mean pose of `body` (a BodyModel)."""
+    if (cfg.num_bones, cfg.num_shape, cfg.body) != (body.num_bones, body.num_shape, body.name):
+        cfg = ModelConfig(**{**asdict(cfg), "num_bones": body.num_bones, "num_shape": body.num_shape, "body": body.name})
+    return DiffMeshModel(cfg, body.mean_pose.cpu(), body.mean_shape.cpu())
