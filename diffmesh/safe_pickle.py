@@ -5,6 +5,7 @@ else (os.system, arbitrary classes) raises `UnsafePickleError` before it runs. C
 the original SMPL files contain, become numpy arrays without importing chumpy.
 """
 
+import _compat_pickle
 import io
 import pickle
 from pathlib import Path
@@ -54,6 +55,10 @@ class _ChumpyArray:
 
 class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
+        # Python 2 names (__builtin__, copy_reg) as Python 3 spells them.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         if module in _SPARSE_MODULES and name in _SPARSE_CLASSES:
