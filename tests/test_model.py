@@ -16,8 +16,6 @@ def _input(cfg, B=1):
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("inp", ["keypoints", "features"])
 def test_output_shapes(anny_body, preset, method, inp):
-    if preset == "paper" and method == "baseline1" and inp == "keypoints":
-        pytest.skip("covered by the features variant (same chain; the 50M-parameter adapter x 480 steps is slow)")
     cfg = model_config(preset, method=method, input=inp)
     model = build_model(cfg, anny_body).eval()
     B, f, K = 2, cfg.num_frames, anny_body.num_bones

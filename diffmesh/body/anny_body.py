@@ -90,8 +90,9 @@ class AnnyBody(BodyModel):
         """Shape logits (B, 6) -> Anny phenotype values (B, 6) in [0, 1]."""
         return torch.sigmoid(shape)
 
-    def forward(self, rotmats: Tensor, shape: Tensor, with_vertices: bool = True) -> BodyOutput:
-        self.check_inputs(rotmats, shape)
+    def _pose(self, rotmats: Tensor, shape: Tensor) -> tuple[Tensor, Tensor, dict]:
+        """Anny forward kinematics: (B, K, 3, 3), (B or 1, S) -> skinning transforms and world poses of all
+        bones (B, 104, 4, 4), and the rest model."""
         model = self._anny
         if model.template_vertices.device != rotmats.device:
             model.to(rotmats.device)
@@ -101,13 +102,26 @@ class AnnyBody(BodyModel):
         deltas[:, self.posed_index, :3, :3] = rotmats
         coeffs = model._get_phenotype_blendshape_coefficients(
             self.phenotypes(shape),
-            rotmats.new_zeros(B, len(model.local_change_labels)),
-            rotmats.new_zeros(B, len(model.facial_action_labels)),
+            rotmats.new_zeros(1, len(model.local_change_labels)),
+            rotmats.new_zeros(1, len(model.facial_action_labels)),
         )
         rest = model.get_rest_model(coeffs)
         transforms, poses = model.get_bone_transforms(deltas, rest["rest_bone_poses"], "local-ref")
+        return transforms, poses, rest
+
+    def all_bone_heads(self, rotmats: Tensor, shape: Tensor) -> Tensor:
+        """Heads of all of Anny's bones (B, 104, 3), in the order of `bone_labels` (used by the mocap fit)."""
+        return self._pose(rotmats, shape)[1][..., :3, 3]
+
+    @property
+    def bone_labels(self) -> tuple[str, ...]:
+        return tuple(self._all_labels)
+
+    def forward(self, rotmats: Tensor, shape: Tensor, with_vertices: bool = True) -> BodyOutput:
+        self.check_inputs(rotmats, shape)
+        transforms, poses, rest = self._pose(rotmats, shape)
         heads = poses[..., :3, 3]  # (B, 104, 3)
         vertices = None
         if with_vertices:
-            vertices = model.get_skinned_vertices(rest["rest_vertices"].expand(B, -1, -1), transforms)
+            vertices = self._anny.get_skinned_vertices(rest["rest_vertices"].expand(rotmats.shape[0], -1, -1), transforms)
         return BodyOutput(joints=heads[:, self.joint_index], vertices=vertices, bone_heads=heads[:, self.posed_index])

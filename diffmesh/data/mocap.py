@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..body.anny_body import AnnyBody
 from ..errors import DataError, MissingFileError
-from ..rotations import rotvec_to_rotmat
+from ..rotations import rotmat_to_rotvec, rotvec_to_rotmat
 
 import os
 
@@ -113,23 +113,14 @@ def fit_anny(body: AnnyBody, clip: MocapClip, iterations: int = 300, lr: float =
     Joints only (no skinning); glitch frames are masked; a small temporal smoothness term keeps the motion
     continuous. Returns an AnnyFit (see its docstring).
     """
-    from ..body.anny_body import ANNY_POSED_BONES
-
-    labels = list(body._all_labels)
+    labels = list(body.bone_labels)
     cmu_idx = [clip.joint_names.index(c) for c, _ in CMU_TO_ANNY]
     anny_idx = torch.tensor([labels.index(a) for _, a in CMU_TO_ANNY])
     target = torch.tensor(clip.positions[:, cmu_idx])                            # (T, C, 3)
     weight = torch.tensor(~clip.glitch, dtype=torch.float32)[:, None]
     T, K = target.shape[0], body.num_bones
 
-    def all_heads(rot: Tensor, shape: Tensor) -> Tensor:
-        model = body._anny
-        deltas = torch.eye(4).repeat(rot.shape[0], len(labels), 1, 1)
-        deltas[:, body.posed_index, :3, :3] = rot
-        coeffs = model._get_phenotype_blendshape_coefficients(torch.sigmoid(shape).expand(rot.shape[0], -1),
-                                                              rot.new_zeros(1, 0), rot.new_zeros(1, 0))
-        rest = model.get_rest_model(coeffs)
-        return model.get_bone_transforms(deltas, rest["rest_bone_poses"], "local-ref")[1][..., :3, 3]
+    all_heads = body.all_bone_heads
 
     # Initial global orientation per frame from hips and shoulders (Kabsch against the rest pose).
     rest = all_heads(torch.eye(3).repeat(1, K, 1, 1), torch.zeros(1, body.num_shape))[0, anny_idx].numpy()
@@ -140,8 +131,6 @@ def fit_anny(body: AnnyBody, clip: MocapClip, iterations: int = 300, lr: float =
         dst = clip.positions[t, [cmu_idx[i] for i in torso]]
         R = _kabsch(src, dst - dst.mean(0))
         root_rv.append(torch.as_tensor(R, dtype=torch.float32))
-    from ..rotations import rotmat_to_rotvec
-
     global_rv = rotmat_to_rotvec(torch.stack(root_rv)).clone().requires_grad_(True)          # (T, 3)
     bones_rv = torch.zeros(T, K - 1, 3, requires_grad=True)
     shape = torch.zeros(body.num_shape, requires_grad=True)
@@ -163,5 +152,4 @@ def fit_anny(body: AnnyBody, clip: MocapClip, iterations: int = 300, lr: float =
         rot = torch.cat([rotvec_to_rotmat(global_rv)[:, None], rotvec_to_rotmat(bones_rv)], 1)
         heads = all_heads(rot, shape[None])[:, anny_idx] + transl[:, None]
         error = (heads - target).norm(dim=-1).mean(-1).numpy() * 1000
-    assert len(ANNY_POSED_BONES) == K
     return AnnyFit(rot.detach(), transl.detach(), shape.detach(), error)
