@@ -12,7 +12,7 @@ on the concatenation of the f frames. Size presets are in `PRESETS` at the botto
 """
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -355,15 +355,13 @@ class DiffMeshModel(nn.Module):
         elif cfg.method == "baseline1":
             frames = []
             for i in range(f):                                                     # one chain per frame
-                noise = torch.randn(B, T, d, generator=generator, device=x.device) if generator is not None \
-                    else torch.randn(B, T, d, device=x.device)
+                noise = torch.randn(B, T, d, generator=generator, device=x.device)
                 frames.append(diffusion.gaussian_reverse(noise, c[:, i].view(B, T, d), self._noise_step, self.betas))
             chain = torch.stack(frames, 1).reshape(B, f, T * d)
             calls = f * cfg.num_steps
         else:
             cond = c[:, :f].view(B, f, T, d).permute(0, 2, 1, 3).reshape(B, T, f * d)   # frames concatenated
-            noise = torch.randn(B, T, f * d, generator=generator, device=x.device) if generator is not None \
-                else torch.randn(B, T, f * d, device=x.device)
+            noise = torch.randn(B, T, f * d, generator=generator, device=x.device)
             out = diffusion.gaussian_reverse(noise, cond, self._noise_step, self.betas)
             chain = out.view(B, T, f, d).permute(0, 2, 1, 3).reshape(B, f, T * d)  # split back into frames
             calls = cfg.num_steps
