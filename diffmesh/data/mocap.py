@@ -4,6 +4,7 @@ The fit here is the light version used by `diffmesh demo` and the tests (joints 
 ~20 mm mean error); `diffmesh prepare` (issue 4) builds the full ground-truth fits on top of it.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,6 @@ from torch import Tensor
 from ..body.anny_body import AnnyBody
 from ..errors import DataError, MissingFileError
 from ..rotations import rotmat_to_rotvec, rotvec_to_rotmat
-
-import os
 
 # The project's shared data folder: $DIFFMESH_SHARED, else `shared/` beside the repository.
 SHARED_DIR = Path(os.environ.get("DIFFMESH_SHARED", Path(__file__).resolve().parents[3] / "shared"))
@@ -120,10 +119,8 @@ def fit_anny(body: AnnyBody, clip: MocapClip, iterations: int = 300, lr: float =
     weight = torch.tensor(~clip.glitch, dtype=torch.float32)[:, None]
     T, K = target.shape[0], body.num_bones
 
-    all_heads = body.all_bone_heads
-
     # Initial global orientation per frame from hips and shoulders (Kabsch against the rest pose).
-    rest = all_heads(torch.eye(3).repeat(1, K, 1, 1), torch.zeros(1, body.num_shape))[0, anny_idx].numpy()
+    rest = body.all_bone_heads(torch.eye(3).repeat(1, K, 1, 1), torch.zeros(1, body.num_shape))[0, anny_idx].numpy()
     torso = [i for i, (c, _) in enumerate(CMU_TO_ANNY) if c in ("lfemur", "rfemur", "lhumerus", "rhumerus", "thorax")]
     root_rv = []
     for t in range(T):
@@ -139,7 +136,7 @@ def fit_anny(body: AnnyBody, clip: MocapClip, iterations: int = 300, lr: float =
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
     for _ in range(iterations):
         rot = torch.cat([rotvec_to_rotmat(global_rv)[:, None], rotvec_to_rotmat(bones_rv)], 1)
-        heads = all_heads(rot, shape[None])[:, anny_idx] + transl[:, None]
+        heads = body.all_bone_heads(rot, shape[None])[:, anny_idx] + transl[:, None]
         err = (heads - target).square().sum(-1)                                  # (T, C)
         loss = (err * weight).mean() + 1e-4 * bones_rv.square().mean()
         if T > 1:
@@ -150,6 +147,6 @@ def fit_anny(body: AnnyBody, clip: MocapClip, iterations: int = 300, lr: float =
         sched.step()
     with torch.no_grad():
         rot = torch.cat([rotvec_to_rotmat(global_rv)[:, None], rotvec_to_rotmat(bones_rv)], 1)
-        heads = all_heads(rot, shape[None])[:, anny_idx] + transl[:, None]
+        heads = body.all_bone_heads(rot, shape[None])[:, anny_idx] + transl[:, None]
         error = (heads - target).norm(dim=-1).mean(-1).numpy() * 1000
     return AnnyFit(rot.detach(), transl.detach(), shape.detach(), error)
