@@ -114,21 +114,32 @@ def gaussian_forward(x_0: Tensor, noise: Tensor, t: int, betas: Tensor) -> Tenso
     return a.sqrt() * x_0 + (1 - a).sqrt() * noise
 
 
-def gaussian_reverse(x_T: Tensor, condition: Tensor, denoiser: NoiseDenoiser, betas: Tensor) -> Tensor:
+def gaussian_reverse(x_T: Tensor, condition: Tensor, denoiser: NoiseDenoiser, betas: Tensor,
+                     predicts: str = "x0") -> Tensor:
     """Deterministic DDIM (eta = 0) reverse chain of the baselines: N steps from x_T to x_0.
 
     Args:
-        x_T: (B, ...) Gaussian noise; condition: (B, ...) constant condition; betas: (N,).
+        x_T: (B, ...) Gaussian noise; condition: (B, ...) constant condition; betas: (N,);
+        predicts: what the denoiser outputs, 'x0' (the clean state; the baselines' default, because the
+            'eps' form divides by sqrt(alpha_bar_t) ~ 0.006 at the first step and an untrained network's
+            error blows up 150x, which made training diverge) or 'eps' (the noise).
     Returns:
         (B, ...) the denoised x_0.
     """
+    if predicts not in ("x0", "eps"):
+        raise ValueError(f"predicts must be 'x0' or 'eps', got {predicts!r}")
     abar = alpha_bars(betas).to(x_T)
     x = x_T
     B = x_T.shape[0]
     for t in range(len(betas) - 1, -1, -1):
         step = torch.full((B,), t, dtype=torch.long, device=x.device)
-        eps = denoiser(x, condition, step)
-        x0 = (x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
+        out = denoiser(x, condition, step)
+        if predicts == "eps":
+            eps = out
+            x0 = (x - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()
+        else:
+            x0 = out
+            eps = (x - abar[t].sqrt() * x0) / (1 - abar[t]).sqrt()
         a_prev = abar[t - 1] if t > 0 else abar.new_tensor(1.0)
         x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
     return x

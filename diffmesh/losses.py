@@ -55,8 +55,7 @@ def _masked_mean(err: Tensor, mask: Tensor | None) -> Tensor:
 def diffmesh_loss(out: ModelOutput, targets: Targets, body: BodyModel, weights: LossWeights = LossWeights()) -> LossTerms:
     """The full training loss for one batch (see module docstring). Runs the body model on the prediction."""
     B, f = out.rotmats.shape[:2]
-    pred = body(out.rotmats.flatten(0, 1), out.shape.repeat_interleave(f, 0), with_vertices=False)
-    joints = pred.joints.view(B, f, -1, 3)
+    joints = body.clip_joints(out.rotmats, out.shape)
     joints = joints - joints[:, :, :1]
     gt_joints = targets.joints3d - targets.joints3d[:, :, :1]
     valid = targets.valid

@@ -23,3 +23,13 @@ def mocap():
     if not Path(DEFAULT_MOCAP).is_file():
         pytest.skip(f"CMU mocap not found at {DEFAULT_MOCAP} (set DIFFMESH_SHARED to the shared/ folder)")
     return CMUMocap()
+
+
+@pytest.fixture(scope="session")
+def test_split_fits(mocap):
+    """Fits of the test subjects (13, 35, 55) in the fit cache, made with the default settings if missing
+    (about 3 minutes on 2 cores; instant when `diffmesh prepare` has run on this machine)."""
+    from diffmesh.data.prepare import default_cache_dir, run_prepare
+
+    run_prepare(subjects=["13", "35", "55"], quiet=True)
+    return default_cache_dir()

@@ -47,7 +47,9 @@ def test_gaussian_ddim_with_true_noise_recovers_x0():
     x0 = torch.randn(2, 17, 8, dtype=torch.float64)
     eps = torch.randn_like(x0)
     x_T = diffusion.gaussian_forward(x0, eps, 29, betas)
-    out = diffusion.gaussian_reverse(x_T, None, lambda x, c, t: eps, betas)
+    out = diffusion.gaussian_reverse(x_T, None, lambda x, c, t: eps, betas, predicts="eps")
+    torch.testing.assert_close(out, x0)
+    out = diffusion.gaussian_reverse(x_T, None, lambda x, c, t: x0, betas, predicts="x0")
     torch.testing.assert_close(out, x0)
 
 

@@ -27,7 +27,7 @@ def test_output_shapes(anny_body, preset, method, inp):
     assert out.camera.shape == (B, f, 3)
     eye = torch.eye(3).expand(B, f, K, 3, 3)
     torch.testing.assert_close(out.rotmats @ out.rotmats.transpose(-1, -2), eye, atol=1e-4, rtol=0)
-    assert out.denoiser_calls == {"diffmesh": 30, "baseline2": 30, "baseline1": 16 * 30}[method]
+    assert out.denoiser_calls == {"diffmesh": 30, "baseline2": 30, "baseline1": 16 * 30, "perframe": 0}[method]
     if method == "diffmesh":
         assert out.predicted_conditions.shape == (B, cfg.num_steps - 1, cfg.num_tokens * cfg.token_dim)
     assert torch.isfinite(out.rotmats).all() and torch.isfinite(out.shape).all()
@@ -76,6 +76,8 @@ def test_one_training_step_reaches_every_parameter(anny_body, method):
     assert not missing, f"parameters without gradient: {missing}"
     groups = {n.split(".")[0] for n, _ in model.named_parameters()}
     expected = {"adapter", "generator", "denoiser", "out", "head"} | ({"x_end"} if method == "diffmesh" else set())
+    if method == "perframe":
+        expected = {"adapter", "out", "head"}
     assert groups == expected
 
 
@@ -90,6 +92,18 @@ def test_same_seed_same_output(anny_body, method):
         with torch.no_grad():
             outs.append(model(x, generator=torch.Generator().manual_seed(3)).rotmats)
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+def test_perframe_model_sees_one_frame_at_a_time(anny_body):
+    seed_everything(0)
+    model = build_model(model_config("tiny", method="perframe"), anny_body).eval()
+    x = torch.randn(1, 16, 17, 3)
+    y = x.clone()
+    y[:, 5:] += 1.0                                        # change every frame but the first five
+    with torch.no_grad():
+        a, b = model(x).rotmats, model(y).rotmats
+    torch.testing.assert_close(a[:, :5], b[:, :5])
+    assert (a[:, 5:] - b[:, 5:]).abs().max() > 1e-4
 
 
 def test_diffmesh_output_depends_on_the_chain(anny_body):

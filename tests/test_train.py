@@ -1,28 +1,22 @@
 """The model can learn: a few hundred steps on real CMU clips rendered through the Anny body."""
 
+import numpy as np
 import pytest
 import torch
 
-from diffmesh.data.mocap import fit_anny
-from diffmesh.data.synthetic import render_keypoint_clip
-from diffmesh.losses import Targets
+from diffmesh.data.prepare import load_fits
+from diffmesh.data.synthetic import ClipMaker, NoiseModel, build_motion_bank
 from diffmesh.model import build_model, model_config
 from diffmesh.train import seed_everything, train_step
 
-CLIPS = [("14_06", 0), ("05_02", 30), ("16_15", 0), ("49_03", 60)]   # jumping jacks, dance, walk, jump
-
 
 @pytest.fixture(scope="module")
-def real_batch(anny_body, mocap):
-    inputs, targets = [], []
-    for i, (name, start) in enumerate(CLIPS):
-        fit = fit_anny(anny_body, mocap.clip(name, start, 16), iterations=150)
-        assert fit.error_mm.mean() < 40, f"body fit of {name} is off by {fit.error_mm.mean():.0f} mm"
-        kp, tg = render_keypoint_clip(anny_body, fit.rotmats, fit.translation, fit.shape, yaw=0.8 * i)
-        inputs.append(kp)
-        targets.append(tg)
-    cat = lambda k: torch.cat([getattr(t, k) for t in targets])  # noqa: E731
-    return torch.stack(inputs), Targets(cat("rotmats"), cat("shape"), cat("joints3d"), cat("keypoints2d"), cat("valid"))
+def real_batch(anny_body, test_split_fits):
+    """Four real CMU windows (walk, jumping jacks, dance, jump) through the synthetic-2D pipeline, no noise."""
+    bank = build_motion_bank(anny_body, load_fits("test", sequences=["13_11", "35_01", "55_01", "13_30"]))
+    starts = bank.seq_start + np.array([0, 30, 0, 60])
+    rngs = [np.random.default_rng(i) for i in range(4)]
+    return ClipMaker(bank, 16, NoiseModel(enabled=False)).batch(starts, rngs)
 
 
 @pytest.mark.slow
@@ -37,3 +31,35 @@ def test_overfit_drives_loss_down_10x(anny_body, real_batch):
     last = sum(l.total.item() for l in losses[-10:]) / 10
     assert last * 10 <= first, f"loss went from {first:.3f} to {last:.3f}"
     assert losses[-1].terms["joints3d"] < 0.25 * losses[0].terms["joints3d"]
+
+
+def _tiny_settings(**kw):
+    from diffmesh.train import TrainSettings
+
+    return TrainSettings(**{**dict(epochs=2, steps_per_epoch=3, batch_size=4, val_clips=8, warmup_steps=2), **kw})
+
+
+SMOKE_SEQUENCES = ["13_11", "13_13"]
+
+
+def test_training_run_checkpoints_logs_and_resumes_exactly(tmp_path, test_split_fits, method="diffmesh"):
+    from diffmesh.checkpoint import read_checkpoint
+    from diffmesh.train import run_training
+
+    kw = dict(splits=("test", "test"), sequences=SMOKE_SEQUENCES, quiet=True)
+    full = run_training(tmp_path / "full", _tiny_settings(method=method), **kw)
+    assert (tmp_path / "full" / "best.pt").exists() and list((tmp_path / "full" / "tb").glob("events.*"))
+    assert len(full["history"]) == 2 and full["steps"] == 6
+    run_training(tmp_path / "cut", _tiny_settings(method=method), stop_after_epochs=1, **kw)
+    assert read_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    with pytest.raises(Exception, match="--resume"):
+        run_training(tmp_path / "cut", _tiny_settings(method=method), **kw)
+    with pytest.raises(Exception, match="other settings"):
+        run_training(tmp_path / "cut", _tiny_settings(method=method, lr=0.5), resume=True, **kw)
+    resumed = run_training(tmp_path / "cut", _tiny_settings(method=method), resume=True, **kw)
+    a = read_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = read_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{k} differs after resume")
+    assert resumed["history"] == full["history"] or all(
+        abs(x["val"]["mpjpe_mm"] - y["val"]["mpjpe_mm"]) < 1e-6 for x, y in zip(resumed["history"], full["history"]))

@@ -15,7 +15,7 @@ import anny
 import torch
 from torch import Tensor
 
-from .base import BodyModel, BodyOutput, Skeleton, camera_upright_root
+from .base import BodyModel, BodyOutput, Skeleton, camera_upright_root, chain_kinematics
 
 ANNY_POSED_BONES = (
     "root",
@@ -69,22 +69,52 @@ class AnnyBody(BodyModel):
         self.register_buffer("mean_shape", torch.zeros(self.num_shape))
         self._all_labels = labels
         self._all_parents = [int(p) for p in model.bone_parents]
+        self.posed_parents = tuple(self.anchor(labels[p]) if p >= 0 else -1
+                                   for p in (self._all_parents[i] for i in self.posed_index.tolist()))
+        self._h36m_in_posed = [ANNY_POSED_BONES.index(b) for b in ANNY_H36M_BONES]
 
     @property
     def num_vertices(self) -> int:
         return self._anny.template_vertices.shape[0]
 
+    def anchor(self, label: str) -> int:
+        """Index among the posed bones of the bone that moves `label`'s head rigidly: the bone itself if it is
+        posed, else its nearest posed ancestor (fingers, toes, twist segments and eyes stay at rest)."""
+        i = self._all_labels.index(label)
+        while self._all_labels[i] not in ANNY_POSED_BONES:
+            i = self._all_parents[i]
+        return ANNY_POSED_BONES.index(self._all_labels[i])
+
     def skeleton(self) -> Skeleton:
-        posed = [self._all_labels.index(b) for b in ANNY_POSED_BONES]
-        parents = []
-        for idx in posed:
-            p = self._all_parents[idx]
-            while p >= 0 and p not in posed:
-                p = self._all_parents[p]
-            parents.append(posed.index(p) if p >= 0 else -1)
-        rest = self(torch.eye(3, device=self.mean_pose.device).expand(1, self.num_bones, 3, 3),
-                    self.mean_shape[None], with_vertices=False)
-        return Skeleton(tuple(ANNY_POSED_BONES), tuple(parents), rest.bone_heads[0].detach())
+        rest = self.rest_model(self.mean_shape[None], with_vertices=False)["heads"][0, self.posed_index]
+        return Skeleton(tuple(ANNY_POSED_BONES), self.posed_parents, rest.detach())
+
+    def rest_model(self, shape: Tensor, with_vertices: bool = True) -> dict[str, Tensor]:
+        """The body at identity rotations (Anny's reference pose, which differs from its blendshape rest pose by
+        a few cm) for shape logits (B, S): heads (B, 104, 3) of all bones (order of `bone_labels`) and, with_vertices,
+        vertices (B, V, 3). Root bone head at the origin, metres, z up, facing -Y. The fast kinematics start here."""
+        identity = torch.eye(3, dtype=shape.dtype, device=shape.device).expand(shape.shape[0], self.num_bones, 3, 3)
+        transforms, poses, rest = self._pose(identity, shape)
+        out = {"heads": poses[..., :3, 3]}
+        if with_vertices:
+            out["vertices"] = self._anny.get_skinned_vertices(rest["rest_vertices"].expand(shape.shape[0], -1, -1),
+                                                              transforms)
+        return out
+
+    def clip_joints(self, rotmats: Tensor, shape: Tensor) -> Tensor:
+        """Joints of B clips that each keep one shape: rotmats (B, f, K, 3, 3), shape (B, S) -> (B, f, 17, 3).
+        One rest model per clip instead of per frame."""
+        B, f = rotmats.shape[:2]
+        rest = self.rest_model(shape, with_vertices=False)["heads"]                       # (B, 104, 3)
+        rest = rest[:, None].expand(B, f, *rest.shape[1:]).flatten(0, 1)
+        _, heads = self.posed_kinematics(rotmats.flatten(0, 1), rest)
+        return heads[:, self._h36m_in_posed].view(B, f, -1, 3)
+
+    def posed_kinematics(self, rotmats: Tensor, rest_heads: Tensor) -> tuple[Tensor, Tensor]:
+        """Fast joints-only kinematics over the 24 posed bones (exactly Anny's 'local-ref' FK, see
+        `chain_kinematics`): rotmats (B, K, 3, 3), rest_heads (B or 1, 104, 3) from `rest_model` ->
+        global rotations (B, K, 3, 3), heads (B, K, 3)."""
+        return chain_kinematics(rotmats, rest_heads[:, self.posed_index], self.posed_parents)
 
     def phenotypes(self, shape: Tensor) -> Tensor:
         """Shape logits (B, 6) -> Anny phenotype values (B, 6) in [0, 1]."""
@@ -119,6 +149,9 @@ class AnnyBody(BodyModel):
 
     def forward(self, rotmats: Tensor, shape: Tensor, with_vertices: bool = True) -> BodyOutput:
         self.check_inputs(rotmats, shape)
+        if not with_vertices:
+            _, heads = self.posed_kinematics(rotmats, self.rest_model(shape, with_vertices=False)["heads"])
+            return BodyOutput(joints=heads[:, self._h36m_in_posed], vertices=None, bone_heads=heads)
         transforms, poses, rest = self._pose(rotmats, shape)
         heads = poses[..., :3, 3]  # (B, 104, 3)
         vertices = None

@@ -80,6 +80,12 @@ class BodyModel(nn.Module):
         """
         raise NotImplementedError
 
+    def clip_joints(self, rotmats: Tensor, shape: Tensor) -> Tensor:
+        """Joints of B clips of f frames that each keep one shape: rotmats (B, f, K, 3, 3), shape (B, S) ->
+        (B, f, 17, 3). Body models override it when sharing the shape makes it cheaper."""
+        B, f = rotmats.shape[:2]
+        return self(rotmats.flatten(0, 1), shape.repeat_interleave(f, 0), with_vertices=False).joints.view(B, f, -1, 3)
+
     def check_inputs(self, rotmats: Tensor, shape: Tensor) -> None:
         """Raise ValueError with a clear message when the inputs have the wrong shape."""
         if rotmats.ndim != 4 or rotmats.shape[1:] != (self.num_bones, 3, 3):
@@ -90,6 +96,29 @@ class BodyModel(nn.Module):
             raise ValueError(
                 f"{self.name}: shape must have shape ({rotmats.shape[0]}, {self.num_shape}), got {tuple(shape.shape)}"
             )
+
+
+def chain_kinematics(rotmats: Tensor, rest_heads: Tensor, parents: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Forward kinematics of a tree whose bone rotations act in world-aligned axes at the rest pose
+    (SMPL's convention and Anny's 'local-ref'): G_k = G_parent R_k, p_k = p_parent + G_parent (h_k - h_parent).
+
+    Args:
+        rotmats: (B, K, 3, 3) bone rotations, root first; rest_heads: (B or 1, K, 3) rest head positions;
+        parents: K parent indices (-1 for the root), each parent before its children.
+    Returns:
+        global rotations (B, K, 3, 3) and posed heads (B, K, 3); the root head stays at its rest position.
+    """
+    B, K = rotmats.shape[:2]
+    rest_heads = rest_heads.expand(B, K, 3)
+    rots, heads = [], []
+    for k, p in enumerate(parents):
+        if p < 0:
+            rots.append(rotmats[:, k])
+            heads.append(rest_heads[:, k])
+        else:
+            rots.append(rots[p] @ rotmats[:, k])
+            heads.append(heads[p] + (rots[p] @ (rest_heads[:, k] - rest_heads[:, p])[..., None])[..., 0])
+    return torch.stack(rots, 1), torch.stack(heads, 1)
 
 
 def camera_upright_root() -> Tensor:

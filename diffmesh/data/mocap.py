@@ -1,7 +1,7 @@
 """CMU motion capture (`shared/data/mocap/cmu_30fps.npz`) and a joint-position fit of the Anny body to it.
 
-The fit here is the light version used by `diffmesh demo` and the tests (joints only, per-clip phenotype,
-~20 mm mean error); `diffmesh prepare` (issue 4) builds the full ground-truth fits on top of it.
+`fit_anny` fits one clip on its own (used by the tests); `diffmesh prepare` (data/prepare.py) fits whole
+subjects and caches the result.
 """
 
 import os
@@ -14,22 +14,12 @@ from torch import Tensor
 
 from ..body.anny_body import AnnyBody
 from ..errors import DataError, MissingFileError
-from ..rotations import rotmat_to_rotvec, rotvec_to_rotmat
 
 # The project's shared data folder: $DIFFMESH_SHARED, else `shared/` beside the repository.
 SHARED_DIR = Path(os.environ.get("DIFFMESH_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 DEFAULT_MOCAP = SHARED_DIR / "data" / "mocap" / "cmu_30fps.npz"
 _KEYS = ("joint_names", "parents", "seq_names", "seq_subject", "seq_split", "seq_start", "seq_len",
          "world_pos", "frame_glitch", "fps")
-# CMU joint -> Anny bone head (correspondences measured in shared/docs/stack-notes.md).
-CMU_TO_ANNY = (
-    ("lfemur", "upperleg01.L"), ("ltibia", "lowerleg01.L"), ("lfoot", "foot.L"), ("ltoes", "toe2-1.L"),
-    ("rfemur", "upperleg01.R"), ("rtibia", "lowerleg01.R"), ("rfoot", "foot.R"), ("rtoes", "toe2-1.R"),
-    ("lowerback", "spine04"), ("upperback", "spine02"), ("thorax", "spine01"), ("upperneck", "neck02"),
-    ("head", "head"),
-    ("lhumerus", "upperarm01.L"), ("lradius", "lowerarm01.L"), ("lwrist", "wrist.L"),
-    ("rhumerus", "upperarm01.R"), ("rradius", "lowerarm01.R"), ("rwrist", "wrist.R"),
-)
 # CMU is y-up; Anny is z-up: (x, y, z)_cmu -> (x, -z, y)_anny, a +90 degree rotation about x.
 CMU_TO_ANNY_AXES = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float32)
 
@@ -65,6 +55,7 @@ class CMUMocap:
         self.seq_names = [str(n) for n in data["seq_names"]]
         self.seq_split = [str(s) for s in data["seq_split"]]
         self.seq_subject = [str(s) for s in data["seq_subject"]]
+        self.seq_len = [int(n) for n in data["seq_len"]]
         self.fps = float(data["fps"])
 
     def names(self, split: str | None = None) -> list[str]:
@@ -73,6 +64,19 @@ class CMUMocap:
         if split is not None and not names:
             raise DataError(f"split '{split}' of {self.path} is empty; use train, val or test")
         return names
+
+    def subjects(self, split: str | None = None) -> list[str]:
+        """Subject ids in file order, optionally of one split."""
+        names = self.names(split)
+        return list(dict.fromkeys(self.seq_subject[self.seq_names.index(n)] for n in names))
+
+    def sequences_of(self, subject: str) -> list[str]:
+        return [n for n, s in zip(self.seq_names, self.seq_subject) if s == subject]
+
+    def md5(self) -> str:
+        import hashlib
+
+        return hashlib.md5(self.path.read_bytes()).hexdigest()
 
     def clip(self, name: str, start: int = 0, length: int | None = None) -> MocapClip:
         """Frames [start, start+length) of sequence `name`, in Anny axes."""
@@ -99,54 +103,13 @@ class AnnyFit:
     error_mm: np.ndarray
 
 
-def _kabsch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Rotation R (3, 3) minimising ||R src - dst|| for centred point sets (n, 3)."""
-    U, _, Vt = np.linalg.svd(src.T @ dst)
-    d = np.sign(np.linalg.det(Vt.T @ U.T))
-    return Vt.T @ np.diag([1, 1, d]) @ U.T
+def fit_anny(body: AnnyBody, clip: MocapClip, iterations: int = 300) -> AnnyFit:
+    """Fit one clip on its own (shape and offsets from its own frames, then every frame's pose); the full
+    per-subject fits of `diffmesh prepare` are in data/prepare.py. Returns an AnnyFit (see its docstring)."""
+    from .fitting import fit_sequence, fit_subject
 
-
-def fit_anny(body: AnnyBody, clip: MocapClip, iterations: int = 300, lr: float = 0.03) -> AnnyFit:
-    """Fit per-frame bone rotations, root translation and one phenotype to the clip's joint positions.
-
-    Joints only (no skinning); glitch frames are masked; a small temporal smoothness term keeps the motion
-    continuous. Returns an AnnyFit (see its docstring).
-    """
-    labels = list(body.bone_labels)
-    cmu_idx = [clip.joint_names.index(c) for c, _ in CMU_TO_ANNY]
-    anny_idx = torch.tensor([labels.index(a) for _, a in CMU_TO_ANNY])
-    target = torch.tensor(clip.positions[:, cmu_idx])                            # (T, C, 3)
-    weight = torch.tensor(~clip.glitch, dtype=torch.float32)[:, None]
-    T, K = target.shape[0], body.num_bones
-
-    # Initial global orientation per frame from hips and shoulders (Kabsch against the rest pose).
-    rest = body.all_bone_heads(torch.eye(3).repeat(1, K, 1, 1), torch.zeros(1, body.num_shape))[0, anny_idx].numpy()
-    torso = [i for i, (c, _) in enumerate(CMU_TO_ANNY) if c in ("lfemur", "rfemur", "lhumerus", "rhumerus", "thorax")]
-    root_rv = []
-    for t in range(T):
-        src = rest[torso] - rest[torso].mean(0)
-        dst = clip.positions[t, [cmu_idx[i] for i in torso]]
-        R = _kabsch(src, dst - dst.mean(0))
-        root_rv.append(torch.as_tensor(R, dtype=torch.float32))
-    global_rv = rotmat_to_rotvec(torch.stack(root_rv)).clone().requires_grad_(True)          # (T, 3)
-    bones_rv = torch.zeros(T, K - 1, 3, requires_grad=True)
-    shape = torch.zeros(body.num_shape, requires_grad=True)
-    transl = (target.mean(1) - torch.tensor(rest.mean(0))).clone().requires_grad_(True)
-    opt = torch.optim.Adam([global_rv, bones_rv, shape, transl], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
-    for _ in range(iterations):
-        rot = torch.cat([rotvec_to_rotmat(global_rv)[:, None], rotvec_to_rotmat(bones_rv)], 1)
-        heads = body.all_bone_heads(rot, shape[None])[:, anny_idx] + transl[:, None]
-        err = (heads - target).square().sum(-1)                                  # (T, C)
-        loss = (err * weight).mean() + 1e-4 * bones_rv.square().mean()
-        if T > 1:
-            loss = loss + 1e-2 * (bones_rv[1:] - bones_rv[:-1]).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    with torch.no_grad():
-        rot = torch.cat([rotvec_to_rotmat(global_rv)[:, None], rotvec_to_rotmat(bones_rv)], 1)
-        heads = body.all_bone_heads(rot, shape[None])[:, anny_idx] + transl[:, None]
-        error = (heads - target).norm(dim=-1).mean(-1).numpy() * 1000
-    return AnnyFit(rot.detach(), transl.detach(), shape.detach(), error)
+    good = clip.positions[~clip.glitch] if (~clip.glitch).any() else clip.positions
+    subject = fit_subject(body, good[np.linspace(0, len(good) - 1, min(len(good), 128)).astype(int)],
+                          clip.joint_names, iterations=iterations)
+    fit = fit_sequence(body, clip.positions, clip.glitch, clip.joint_names, subject, iterations=iterations)
+    return AnnyFit(fit.rotmats, fit.translation, subject.shape, fit.error.mean(-1).numpy() * 1000)

@@ -1,46 +1,236 @@
-"""Synthetic 2D inputs from body-model motion: a perspective camera, projection of the 17 joints, and the
-targets the losses need. (Issue 4 adds random cameras and a detector noise model on top of this.)"""
+"""Synthetic 2D inputs that look like the video pipeline's, made from the Anny fits of real mocap.
 
-import math
+For each f-frame window of a fitted sequence: a random perspective camera (azimuth, distance, height, roll,
+field of view, image format), projection of the body points MediaPipe would report, the same 33 -> 17 mapping
+and per-clip normalisation the video pipeline uses (diffmesh/keypoints.py), and a detector noise model:
+jitter (white plus slowly drifting), low-confidence and dropped joints, short occlusions of a limb, left/right
+swaps, and joints outside the image. Every parameter and its range is in `CameraRanges` / `NoiseModel`.
+"""
 
+from dataclasses import dataclass, field
+
+import numpy as np
 import torch
-from torch import Tensor
 
-from ..body.base import BodyModel, camera_upright_root
+from ..body.anny_body import ANNY_H36M_BONES, ANNY_POSED_BONES, AnnyBody
+from ..body.base import H36M_FLIP
+from ..keypoints import (MP_LEFT_ANKLE, MP_LEFT_EAR, MP_LEFT_ELBOW, MP_LEFT_HIP, MP_LEFT_KNEE, MP_LEFT_SHOULDER,
+                         MP_LEFT_WRIST, MP_NOSE, MP_RIGHT_ANKLE, MP_RIGHT_EAR, MP_RIGHT_ELBOW, MP_RIGHT_HIP,
+                         MP_RIGHT_KNEE, MP_RIGHT_SHOULDER, MP_RIGHT_WRIST, NUM_MP_LANDMARKS, USED_LANDMARKS,
+                         mediapipe_to_h36m, normalize_clip)
 from ..losses import Targets
+from .prepare import FitSet
+
+# Where each MediaPipe landmark sits on Anny: a bone head, or a vertex carried by the head bone. The vertices
+# were picked on Anny's reference mesh: the nose tip (most forward point 1-7 cm below the eyes, on the midline)
+# and the outermost points of the head at eye level behind the eyes (the ears).
+ANNY_NOSE_VERTEX, ANNY_LEFT_EAR_VERTEX, ANNY_RIGHT_EAR_VERTEX = 297, 12006, 5423
+ANNY_MEDIAPIPE = {
+    MP_NOSE: ("vertex", ANNY_NOSE_VERTEX), MP_LEFT_EAR: ("vertex", ANNY_LEFT_EAR_VERTEX),
+    MP_RIGHT_EAR: ("vertex", ANNY_RIGHT_EAR_VERTEX),
+    MP_LEFT_SHOULDER: ("bone", "upperarm01.L"), MP_RIGHT_SHOULDER: ("bone", "upperarm01.R"),
+    MP_LEFT_ELBOW: ("bone", "lowerarm01.L"), MP_RIGHT_ELBOW: ("bone", "lowerarm01.R"),
+    MP_LEFT_WRIST: ("bone", "wrist.L"), MP_RIGHT_WRIST: ("bone", "wrist.R"),
+    MP_LEFT_HIP: ("bone", "upperleg01.L"), MP_RIGHT_HIP: ("bone", "upperleg01.R"),
+    MP_LEFT_KNEE: ("bone", "lowerleg01.L"), MP_RIGHT_KNEE: ("bone", "lowerleg01.R"),
+    MP_LEFT_ANKLE: ("bone", "foot.L"), MP_RIGHT_ANKLE: ("bone", "foot.R"),
+}
+# Limbs in Human3.6M joint indices (for occlusions) and left/right pairs (for swaps).
+LIMBS = ((4, 5, 6), (1, 2, 3), (11, 12, 13), (14, 15, 16))
+SWAPS = ((1, 2, 3, 4, 5, 6), (11, 12, 13, 14, 15, 16))
 
 
-def view_rotation(yaw: float) -> Tensor:
-    """(3, 3) world (z up) -> camera (x right, y down, z forward) for a level camera turned by `yaw` radians."""
-    c, s = math.cos(yaw), math.sin(yaw)
-    rz = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    return camera_upright_root() @ rz
+@dataclass
+class MotionBank:
+    """Fitted frames of one split with everything the clip maker needs, world axes (z up), metres, F frames:
+    rotmats (F, K, 3, 3); shape (F, S); joints (F, 17, 3) and landmarks (F, 33, 3) world positions (unused
+    landmarks are zero); glitch (F,); window_starts: first frames of every f-frame window inside one sequence."""
 
-
-def project(points_cam: Tensor, focal: float) -> Tensor:
-    """Pinhole projection to normalised image coordinates (focal in the same units). (..., 3) -> (..., 2)."""
-    return focal * points_cam[..., :2] / points_cam[..., 2:].clamp(min=1e-3)
+    rotmats: np.ndarray
+    shape: np.ndarray
+    joints: np.ndarray
+    landmarks: np.ndarray
+    glitch: np.ndarray
+    seq_names: list[str]
+    seq_start: np.ndarray
+    seq_len: np.ndarray
 
 
 @torch.no_grad()
-def render_keypoint_clip(body: BodyModel, rotmats: Tensor, translation: Tensor, shape: Tensor, yaw: float = 0.0,
-                         distance: float = 4.0, focal: float = 2.0) -> tuple[Tensor, Targets]:
-    """Place a world-space motion in front of a camera and project it.
+def build_motion_bank(body: AnnyBody, fits: FitSet) -> MotionBank:
+    """Joints and MediaPipe-equivalent points for every fitted frame (fast kinematics, one rest model per shape)."""
+    F = len(fits.glitch)
+    joints = np.zeros((F, 17, 3), np.float32)
+    landmarks = np.zeros((F, NUM_MP_LANDMARKS, 3), np.float32)
+    h36m = [ANNY_POSED_BONES.index(b) for b in ANNY_H36M_BONES]
+    shapes, inverse = np.unique(fits.shape, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    for u, shape in enumerate(shapes):
+        frames = np.where(inverse == u)[0]
+        rest = body.rest_model(torch.as_tensor(shape)[None])
+        ref_heads, ref_verts = rest["heads"], rest["vertices"]
+        rot = torch.as_tensor(fits.rotmats[frames])
+        G, heads = body.posed_kinematics(rot, ref_heads)
+        transl = torch.as_tensor(fits.translation[frames])[:, None]
+        joints[frames] = (heads[:, h36m] + transl).numpy()
+        head = ANNY_POSED_BONES.index("head")
+        for mp, (kind, what) in ANNY_MEDIAPIPE.items():
+            if kind == "bone":                       # all are posed bones: their heads come out of the kinematics
+                landmarks[frames, mp] = (heads[:, ANNY_POSED_BONES.index(what)] + transl[:, 0]).numpy()
+            else:                                    # a vertex the head bone carries rigidly
+                local = ref_verts[0, what] - ref_heads[0, body.posed_index[head]]
+                landmarks[frames, mp] = (heads[:, head] + (G[:, head] @ local[:, None])[..., 0] + transl[:, 0]).numpy()
+    return MotionBank(fits.rotmats, fits.shape, joints, landmarks, fits.glitch, fits.seq_names, fits.seq_start,
+                      fits.seq_len)
 
-    Args:
-        rotmats: (T, K, 3, 3) world-space bone rotations (bone 0 = global orientation); translation: (T, 3) root
-        position, world metres; shape: (S,).
-    Returns:
-        keypoints (T, 17, 3) as (u, v, confidence = 1) and Targets in camera axes for one clip (batch dim 1).
-    """
-    T = rotmats.shape[0]
-    R = view_rotation(yaw)
-    cam_rot = rotmats.clone()
-    cam_rot[:, 0] = R @ rotmats[:, 0]
-    joints = body(cam_rot, shape.expand(T, -1), with_vertices=False).joints      # (T, 17, 3) root at origin
-    root = (translation - translation.mean(0)) @ R.T + torch.tensor([0.0, 0.0, distance])
-    uv = project(joints + root[:, None], focal)                                  # (T, 17, 2)
-    keypoints = torch.cat([uv, torch.ones(T, 17, 1)], -1)
-    targets = Targets(rotmats=cam_rot[None], shape=shape[None], joints3d=joints[None], keypoints2d=uv[None],
-                      valid=torch.ones(1, T, dtype=torch.bool))
-    return keypoints, targets
+
+def window_starts(bank: MotionBank, f: int, stride: int) -> np.ndarray:
+    """First frames of all f-frame windows with the given stride that stay inside one sequence."""
+    starts = [s + np.arange(0, n - f + 1, stride) for s, n in zip(bank.seq_start, bank.seq_len) if n >= f]
+    return np.concatenate(starts) if starts else np.zeros(0, np.int64)
+
+
+@dataclass
+class CameraRanges:
+    distance: tuple[float, float] = (2.5, 8.0)       # horizontal, camera to the person's mean position, metres
+    height: tuple[float, float] = (0.3, 2.5)         # camera above the floor, metres
+    roll_deg: float = 4.0                            # std of the roll, clipped at 3 std
+    look_jitter: float = 0.15                        # std of the look-at point around the pelvis, metres
+    fov_deg: tuple[float, float] = (45.0, 80.0)      # field of view across the longer image side
+    # (width, height, probability): landscape HD, portrait phone, square.
+    formats: tuple = ((1280, 720, 0.6), (720, 1280, 0.25), (1080, 1080, 0.15))
+
+
+@dataclass
+class Camera:
+    """world -> camera: x_cam = R (x_world - position); axes x right, y down, z forward; pixels u = focal x/z + cx."""
+
+    R: np.ndarray
+    position: np.ndarray
+    focal: float
+    width: int
+    height: int
+
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cam = (points - self.position) @ self.R.T
+        z = np.maximum(cam[..., 2:], 1e-3)
+        uv = self.focal * cam[..., :2] / z + np.array([self.width / 2, self.height / 2])
+        return uv.astype(np.float32), cam[..., 2]
+
+
+def random_camera(rng: np.random.Generator, centre: np.ndarray, ranges: CameraRanges = CameraRanges()) -> Camera:
+    """A camera looking at `centre` (3,) world point (z up), with parameters drawn from `ranges`."""
+    azimuth = rng.uniform(0, 2 * np.pi)
+    dist = rng.uniform(*ranges.distance)
+    position = np.array([centre[0] + dist * np.cos(azimuth), centre[1] + dist * np.sin(azimuth),
+                         rng.uniform(*ranges.height)])
+    target = centre + rng.normal(0, ranges.look_jitter, 3)
+    fwd = target - position
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    down = np.cross(fwd, right)
+    roll = np.deg2rad(np.clip(rng.normal(0, ranges.roll_deg), -3 * ranges.roll_deg, 3 * ranges.roll_deg))
+    c, s = np.cos(roll), np.sin(roll)
+    R = np.stack([c * right + s * down, -s * right + c * down, fwd])
+    probs = np.array([p for _, _, p in ranges.formats])
+    w, h, _ = ranges.formats[rng.choice(len(probs), p=probs / probs.sum())]
+    fov = np.deg2rad(rng.uniform(*ranges.fov_deg))
+    focal = (max(w, h) / 2) / np.tan(fov / 2)
+    return Camera(R.astype(np.float32), position.astype(np.float32), float(focal), int(w), int(h))
+
+
+@dataclass
+class NoiseModel:
+    """A 2D detector's errors; each clip draws its own levels from these ranges. Sizes are fractions of the
+    person's height in the image."""
+
+    enabled: bool = True
+    jitter: tuple[float, float] = (0.002, 0.010)     # white noise std
+    drift: tuple[float, float] = (0.0, 0.008)        # AR(1) noise std (correlation 0.8 frame to frame)
+    low_confidence: tuple[float, float] = (0.0, 0.06)   # per joint-frame probability; conf U(0.05, 0.5), 3x noise
+    dropped: tuple[float, float] = (0.0, 0.02)       # per joint-frame probability; conf 0, position off by ~15 %
+    occlusion: float = 0.35                           # per clip: one limb occluded for 2-8 frames
+    swap: float = 0.15                                # per clip: left/right legs or arms swapped for 1-4 frames
+    outside_conf: float = 0.3                         # confidence factor of joints outside the image
+
+    def apply(self, rng: np.random.Generator, kp: np.ndarray, width: int, height: int) -> np.ndarray:
+        """kp (T, 17, 2) exact pixels -> (T, 17, 3) noisy pixels with confidences."""
+        T, J, _ = kp.shape
+        span = kp[..., 1].max(1) - kp[..., 1].min(1)
+        size = max(float(np.median(span)), 10.0)
+        conf = np.clip(rng.normal(0.9, 0.05, (T, J)), 0.5, 1.0)
+        conf[:, [3, 6, 13, 16]] -= 0.1                 # ankles and wrists: the detector is less sure
+        if not self.enabled:
+            return np.concatenate([kp, np.ones((T, J, 1), np.float32)], -1)
+        xy = kp + rng.normal(0, rng.uniform(*self.jitter) * size, kp.shape)
+        drift_std, ar = rng.uniform(*self.drift) * size, np.zeros((J, 2))
+        for t in range(T):
+            ar = 0.8 * ar + rng.normal(0, drift_std * 0.6, (J, 2))
+            xy[t] += ar
+        low = rng.random((T, J)) < rng.uniform(*self.low_confidence)
+        conf[low] = rng.uniform(0.05, 0.5, low.sum())
+        xy[low] += rng.normal(0, 3 * self.jitter[1] * size, (low.sum(), 2))
+        drop = rng.random((T, J)) < rng.uniform(*self.dropped)
+        conf[drop] = 0.0
+        xy[drop] += rng.normal(0, 0.15 * size, (drop.sum(), 2))
+        if rng.random() < self.occlusion:
+            limb, length = LIMBS[rng.integers(len(LIMBS))], int(rng.integers(2, 9))
+            t0 = int(rng.integers(0, max(T - length, 0) + 1))
+            sl = slice(t0, t0 + length)
+            conf[sl, list(limb)] = rng.uniform(0.0, 0.35, (len(range(T)[sl]), len(limb)))
+            xy[sl, list(limb)] = xy[t0, list(limb)] + rng.normal(0, 0.05 * size, 2)
+        if rng.random() < self.swap:
+            pair, length = SWAPS[rng.integers(len(SWAPS))], int(rng.integers(1, 5))
+            t0 = int(rng.integers(0, max(T - length, 0) + 1))
+            idx = list(pair)
+            flipped = [H36M_FLIP[i] for i in idx]
+            xy[t0:t0 + length, idx] = xy[t0:t0 + length, flipped].copy()
+        outside = (xy[..., 0] < 0) | (xy[..., 0] > width) | (xy[..., 1] < 0) | (xy[..., 1] > height)
+        conf[outside] *= self.outside_conf
+        return np.concatenate([xy, np.clip(conf, 0, 1)[..., None]], -1).astype(np.float32)
+
+
+@dataclass
+class ClipMaker:
+    """Turns windows of a MotionBank into model inputs and targets (see the module docstring)."""
+
+    bank: MotionBank
+    num_frames: int = 16
+    noise: NoiseModel = field(default_factory=NoiseModel)
+    cameras: CameraRanges = field(default_factory=CameraRanges)
+
+    def make(self, start: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        """One clip: inputs (f, 17, 3) normalised keypoints; targets as numpy arrays (see `batch`)."""
+        b, sl = self.bank, slice(start, start + self.num_frames)
+        joints, landmarks = b.joints[sl], b.landmarks[sl]
+        cam = random_camera(rng, joints[:, 0].mean(0), self.cameras)
+        lm_px, _ = cam.project(landmarks)
+        conf = np.zeros(landmarks.shape[:2], np.float32)
+        conf[:, list(USED_LANDMARKS)] = 1.0
+        exact = mediapipe_to_h36m(lm_px, conf)[..., :2]
+        noisy = self.noise.apply(rng, exact, cam.width, cam.height)
+        inputs, centre, scale = normalize_clip(noisy)
+        gt_px, _ = cam.project(joints)
+        rotmats = b.rotmats[sl].copy()
+        rotmats[:, 0] = cam.R @ rotmats[:, 0]
+        targets = dict(rotmats=rotmats, shape=b.shape[start], joints3d=(joints - joints[:, :1]) @ cam.R.T,
+                       keypoints2d=(gt_px - centre) / scale, valid=~b.glitch[sl])
+        return inputs, targets
+
+    def batch(self, starts, rngs) -> tuple[torch.Tensor, Targets]:
+        """Clips at `starts`, one generator each -> inputs (B, f, 17, 3) and Targets (see losses.Targets)."""
+        made = [self.make(int(s), r) for s, r in zip(starts, rngs)]
+        x = torch.as_tensor(np.stack([m[0] for m in made]))
+        t = {k: torch.as_tensor(np.stack([m[1][k] for m in made])).float() for k in made[0][1]}
+        return x, Targets(t["rotmats"], t["shape"], t["joints3d"], t["keypoints2d"], t["valid"].bool())
+
+
+def fixed_clips(bank: MotionBank, num_frames: int, seed: int, limit: int | None = None) -> tuple[np.ndarray, list]:
+    """The evaluation windows: non-overlapping f-frame windows of every sequence (the remainder of each
+    sequence is left out), each with its own generator seeded by (seed, index), so every method and every
+    run sees the same cameras and the same noise."""
+    starts = window_starts(bank, num_frames, num_frames)
+    if limit is not None:
+        starts = starts[np.linspace(0, len(starts) - 1, min(limit, len(starts))).astype(int)]
+    return starts, [np.random.default_rng([seed, i]) for i in range(len(starts))]
