@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo weights clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/diffmesh demo -o outputs/demo --force
+
+# Rebuild the shipped weights from scratch: fits, four trainings, evaluation, record (docs/results.md).
+TRAIN := $(VENV)/bin/diffmesh train --preset tiny --epochs 10 --batch-size 32 --seed 0 --threads 1
+weights: setup
+	$(VENV)/bin/diffmesh prepare
+	$(TRAIN) --method diffmesh --steps-per-epoch 250 --out runs/tiny_diffmesh
+	$(TRAIN) --method baseline2 --steps-per-epoch 250 --out runs/tiny_baseline2
+	$(TRAIN) --method perframe --steps-per-epoch 250 --out runs/tiny_perframe
+	$(TRAIN) --method baseline1 --steps-per-epoch 60 --out runs/tiny_baseline1
+	$(PY) -m diffmesh.weights.publish runs/tiny_diffmesh runs/tiny_baseline1 runs/tiny_baseline2 runs/tiny_perframe
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

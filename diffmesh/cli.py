@@ -49,10 +49,14 @@ def _train(args: argparse.Namespace) -> None:
 
     settings = TrainSettings(preset=args.preset, method=args.method, epochs=args.epochs,
                              steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed, noise=not args.no_noise, val_clips=args.val_clips)
+                             seed=args.seed, noise=not args.no_noise, val_clips=args.val_clips,
+                             warmup_steps=args.warmup_steps)
     out = args.out or f"runs/{args.preset}_{args.method}"
     summary = run_training(out, settings, device=args.device, resume=args.resume, mocap_path=args.mocap,
-                           cache_dir=args.cache, threads=args.threads)
+                           cache_dir=args.cache, threads=args.threads, splits=tuple(args.splits.split(",")),
+                           sequences=args.sequences.split(",") if args.sequences else None)
+    if summary["rank"] > 0:
+        return
     print(f"trained {args.method} ({summary['parameters']:,} parameters, {summary['steps']} steps): best val MPJPE "
           f"{summary['best_val_mpjpe_mm']:.1f} mm; checkpoints in {out}/best.pt and {out}/last.pt")
 
@@ -106,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="diffmesh", choices=["diffmesh", "baseline1", "baseline2", "perframe"])
     p.add_argument("--out", default=None, help="run folder (default: runs/PRESET_METHOD)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--steps-per-epoch", type=int, default=250)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -117,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--mocap", default=None, help="path to cmu_30fps.npz")
     p.add_argument("--cache", default=None, help="fit cache folder (as for `prepare`)")
+    p.add_argument("--splits", default="train,val", help=argparse.SUPPRESS)      # tests: other data
+    p.add_argument("--sequences", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--warmup-steps", type=int, default=200, help="linear learning-rate warm-up")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="score checkpoints on the CMU test split: MPJPE, PA-MPJPE, MPVE, ACC-ERR, time")

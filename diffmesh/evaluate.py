@@ -1,8 +1,8 @@
 """`diffmesh eval`: score checkpoints on the CMU test split (subjects 13, 35, 55) with synthetic 2D input.
 
 Protocol (docs/results.md): the non-overlapping f-frame windows of every test sequence (each sequence's
-remainder left out), each with its own camera and detector noise drawn from a generator seeded by
-(seed, window index), so every method sees identical inputs. Joints are the 17 Human3.6M joints of the body,
+remainder left out); one random camera per sequence, detector noise per window, all seeded (see
+`synthetic.fixed_clips`), so every method sees identical inputs. Joints are the 17 Human3.6M joints of the body,
 root-relative (pelvis at the origin), in camera axes:
   MPJPE, PA-MPJPE (similarity Procrustes per frame), MPVE (all 13,718 Anny vertices, pelvis-aligned, against the
   fitted Anny mesh), ACC-ERR (mean over joints of the acceleration error, mm/frame^2, over each sequence's
@@ -51,8 +51,9 @@ class TestSet:
         from .data.synthetic import ClipMaker, NoiseModel, build_motion_bank, fixed_clips
 
         self.bank = build_motion_bank(body, load_fits(split, mocap_path, cache_dir))
-        self.starts, rngs = fixed_clips(self.bank, num_frames, EVAL_SEED, limit)
-        self.inputs, self.targets = ClipMaker(self.bank, num_frames, NoiseModel(enabled=noise)).batch(self.starts, rngs)
+        self.starts, rngs, cameras = fixed_clips(self.bank, num_frames, EVAL_SEED, limit)
+        self.inputs, self.targets = ClipMaker(self.bank, num_frames, NoiseModel(enabled=noise)).batch(
+            self.starts, rngs, cameras)
         self.split, self.noise, self.num_frames = split, noise, num_frames
         # Which sequence each window belongs to, to chain consecutive windows for ACC-ERR.
         seq_of_frame = np.repeat(np.arange(len(self.bank.seq_len)), self.bank.seq_len)
@@ -125,6 +126,8 @@ def run_eval(checkpoints: list[Path] | None = None, split: str = "test", limit: 
     checkpoints = [Path(c) for c in checkpoints] if checkpoints else default_checkpoints()
     if not checkpoints:
         raise DataError("no checkpoints given and none shipped in diffmesh/weights; pass CHECKPOINT paths")
+    for c in checkpoints:                            # fail on a bad file before building the test set
+        load_model(c, AnnyBody(), expect={"input": "keypoints", "num_frames": 16})
     body = AnnyBody().to(device)
     test = TestSet(body.cpu(), split, limit, noise, mocap_path, cache_dir, with_vertices=with_vertices)
     body.to(device)

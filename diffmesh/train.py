@@ -57,7 +57,7 @@ class TrainSettings:
 
     preset: str = "tiny"
     method: str = "diffmesh"
-    epochs: int = 12
+    epochs: int = 10
     steps_per_epoch: int = 250
     batch_size: int = 32
     lr: float = 1e-3
@@ -152,8 +152,8 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
     starts = window_starts(train_bank, f, 1)
     if len(starts) == 0:
         raise DataError("the train split has no sequence of at least f frames")
-    val_starts, val_rngs = fixed_clips(val_bank, f, seed=1234, limit=settings.val_clips)
-    val_x, val_t = ClipMaker(val_bank, f, NoiseModel(enabled=settings.noise)).batch(val_starts, val_rngs)
+    val_starts, val_rngs, val_cams = fixed_clips(val_bank, f, seed=1234, limit=settings.val_clips)
+    val_x, val_t = ClipMaker(val_bank, f, NoiseModel(enabled=settings.noise)).batch(val_starts, val_rngs, val_cams)
 
     seed_everything(settings.seed)
     model = build_model(cfg, body).to(dev)
@@ -226,7 +226,7 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
             torch.distributed.barrier()
     bar.close()
     summary = {"out": str(out_dir), "settings": asdict(settings), "parameters": params, "steps": step,
-               "best_val_mpjpe_mm": best, "history": history, "device": str(dev), "world_size": world}
+               "best_val_mpjpe_mm": best, "history": history, "device": str(dev), "world_size": world, "rank": rank}
     if rank == 0:
         writer.close()
         tmp = out_dir / ".summary.json.tmp"

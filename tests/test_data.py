@@ -124,8 +124,8 @@ def test_bank(anny_body, test_split_fits):
 
 def test_synthetic_clips_are_consistent_with_the_body(anny_body, test_bank):
     maker = ClipMaker(test_bank, 16, NoiseModel(enabled=False))
-    starts, rngs = fixed_clips(test_bank, 16, seed=0, limit=6)
-    x, t = maker.batch(starts, rngs)
+    starts, rngs, cams = fixed_clips(test_bank, 16, seed=0, limit=6)
+    x, t = maker.batch(starts, rngs, cams)
     assert x.shape == (6, 16, 17, 3) and t.rotmats.shape == (6, 16, anny_body.num_bones, 3, 3)
     # targets in camera axes are the body's own joints for the camera-frame root rotation
     joints = anny_body.clip_joints(t.rotmats, t.shape)

@@ -200,11 +200,12 @@ class ClipMaker:
     noise: NoiseModel = field(default_factory=NoiseModel)
     cameras: CameraRanges = field(default_factory=CameraRanges)
 
-    def make(self, start: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-        """One clip: inputs (f, 17, 3) normalised keypoints; targets as numpy arrays (see `batch`)."""
+    def make(self, start: int, rng: np.random.Generator, camera: Camera | None = None) -> tuple[np.ndarray, dict]:
+        """One clip: inputs (f, 17, 3) normalised keypoints; targets as numpy arrays (see `batch`). Without a
+        `camera`, a random one looks at the clip."""
         b, sl = self.bank, slice(start, start + self.num_frames)
         joints, landmarks = b.joints[sl], b.landmarks[sl]
-        cam = random_camera(rng, joints[:, 0].mean(0), self.cameras)
+        cam = camera if camera is not None else random_camera(rng, joints[:, 0].mean(0), self.cameras)
         lm_px, _ = cam.project(landmarks)
         conf = np.zeros(landmarks.shape[:2], np.float32)
         conf[:, list(USED_LANDMARKS)] = 1.0
@@ -218,19 +219,35 @@ class ClipMaker:
                        keypoints2d=(gt_px - centre) / scale, valid=~b.glitch[sl])
         return inputs, targets
 
-    def batch(self, starts, rngs) -> tuple[torch.Tensor, Targets]:
-        """Clips at `starts`, one generator each -> inputs (B, f, 17, 3) and Targets (see losses.Targets)."""
-        made = [self.make(int(s), r) for s, r in zip(starts, rngs)]
+    def batch(self, starts, rngs, cameras=None) -> tuple[torch.Tensor, Targets]:
+        """Clips at `starts`, one generator (and optionally one camera) each -> inputs (B, f, 17, 3) and Targets
+        (see losses.Targets)."""
+        cameras = cameras if cameras is not None else [None] * len(starts)
+        made = [self.make(int(s), r, c) for s, r, c in zip(starts, rngs, cameras)]
         x = torch.as_tensor(np.stack([m[0] for m in made]))
         t = {k: torch.as_tensor(np.stack([m[1][k] for m in made])).float() for k in made[0][1]}
         return x, Targets(t["rotmats"], t["shape"], t["joints3d"], t["keypoints2d"], t["valid"].bool())
 
 
-def fixed_clips(bank: MotionBank, num_frames: int, seed: int, limit: int | None = None) -> tuple[np.ndarray, list]:
+def fixed_clips(bank: MotionBank, num_frames: int, seed: int, limit: int | None = None
+                ) -> tuple[np.ndarray, list, list[Camera]]:
     """The evaluation windows: non-overlapping f-frame windows of every sequence (the remainder of each
-    sequence is left out), each with its own generator seeded by (seed, index), so every method and every
-    run sees the same cameras and the same noise."""
+    sequence is left out). Each sequence is filmed by one camera, as a video would be (seeded by (seed,
+    sequence)), and each window draws its noise from a generator seeded by (seed, window), so every method and
+    every run sees the same input. Returns starts, generators, cameras (one per window)."""
     starts = window_starts(bank, num_frames, num_frames)
     if limit is not None:
         starts = starts[np.linspace(0, len(starts) - 1, min(limit, len(starts))).astype(int)]
-    return starts, [np.random.default_rng([seed, i]) for i in range(len(starts))]
+    seq = np.searchsorted(bank.seq_start, starts, side="right") - 1
+    cams = {}
+    for s in np.unique(seq):
+        a, n = bank.seq_start[s], bank.seq_len[s]
+        pelvis = bank.joints[a:a + n, 0]
+        centre = pelvis.mean(0)
+        # keep the whole walk in front of the camera: the range starts past the farthest excursion
+        reach = float(np.linalg.norm(pelvis[:, :2] - centre[:2], axis=-1).max())
+        d0, d1 = CameraRanges.distance
+        ranges = CameraRanges(distance=(d0 + reach, d1 + reach))
+        cams[s] = random_camera(np.random.default_rng([seed, 1_000_000 + int(s)]), centre, ranges)
+    rngs = [np.random.default_rng([seed, i]) for i in range(len(starts))]
+    return starts, rngs, [cams[s] for s in seq]
