@@ -4,7 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo weights clean
+.PHONY: setup system-deps test demo weights clean
+
+# Headless OpenGL (EGL on Mesa) for the overlay renderer, and libGL for MediaPipe's OpenCV. Installed with apt
+# when missing (Debian/Ubuntu; needs root or sudo); elsewhere install them yourself or run with --no-render.
+SYSTEM_PACKAGES := libegl1 libgl1-mesa-dri libegl-mesa0 libgl1 libglib2.0-0
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +19,24 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 # Builds the Anny body cache (~790 MB, about a minute) once per machine; instant afterwards.
-setup: $(STAMP)
+setup: system-deps $(STAMP)
 	$(PY) -m diffmesh.cli setup
+
+system-deps:
+	@command -v dpkg >/dev/null 2>&1 || { echo "not Debian: make sure $(SYSTEM_PACKAGES) (or your system's EGL/Mesa) are installed"; exit 0; }; \
+	missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing system packages:" $$missing; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 test: setup
 	$(PY) -m pytest -q -ra
 
 demo: setup
-	$(VENV)/bin/diffmesh demo -o outputs/demo --force
+	$(VENV)/bin/diffmesh demo -o outputs/demo --force --side-view
+	@echo "overlay: outputs/demo/overlay.mp4; Blender: outputs/demo/mesh.glb (File > Import > glTF 2.0), outputs/demo/motion.bvh; numbers: outputs/demo/result.npz (docs/outputs.md)"
 
 # Rebuild the shipped weights from scratch: fits, four trainings, evaluation, record (docs/results.md).
 TRAIN := $(VENV)/bin/diffmesh train --preset tiny --epochs 10 --batch-size 32 --seed 0 --threads 1

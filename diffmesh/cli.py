@@ -5,6 +5,8 @@ import sys
 
 from .errors import DiffMeshError
 
+DEMO_VIDEO = "sports2d_demo_walk_jumpingjacks_flip.mp4"
+
 
 def _setup(args: argparse.Namespace) -> None:
     import time
@@ -19,15 +21,22 @@ def _setup(args: argparse.Namespace) -> None:
           f"{time.time() - t:.1f} s)")
 
 
-def _demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+def _run(args: argparse.Namespace) -> None:
+    from .pipeline import EXPORTS, RunSettings, run_video
 
-    summary = run_demo(args.output, mocap=args.mocap, sequence=args.sequence, start=args.start, frames=args.frames,
-                       iterations=args.iterations, force=args.force)
-    print(f"demo: {summary['frames']} frames of CMU {args.sequence} on the Anny body, "
-          f"fit error {summary['fit_error_mm']:.1f} mm")
-    for f in summary["files"]:
-        print(f"  wrote {f}")
+    exports = tuple(e.strip() for e in args.export.split(",") if e.strip()) if args.export else EXPORTS
+    settings = RunSettings(checkpoint=args.checkpoint, device=args.device, body=args.body, smpl_path=args.smpl_path,
+                           focal=args.focal, render=not args.no_render, side_view=args.side_view, exports=exports,
+                           save_vertices=args.save_vertices, force=args.force, progress=not args.quiet)
+    summary = run_video(args.video, args.output, settings)
+    print("\n".join(summary.lines()))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from .data.mocap import SHARED_DIR
+
+    args.video = str(SHARED_DIR / "data" / "videos" / DEMO_VIDEO)
+    _run(args)
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -77,6 +86,24 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _run_options(p: argparse.ArgumentParser, default_output: str | None) -> None:
+    p.add_argument("-o", "--output", required=default_output is None, default=default_output,
+                   help="output folder (refused if it exists, unless --force)"
+                   + (f"; default {default_output}" if default_output else ""))
+    p.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    p.add_argument("--checkpoint", default=None, help="model weights (default: the shipped DiffMesh tiny/Anny model)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--body", default="anny", choices=["anny", "smpl"], help="body model (smpl needs --smpl-path and "
+                   "a checkpoint trained with SMPL)")
+    p.add_argument("--smpl-path", default=None, help="folder with SMPL_NEUTRAL.pkl and J_regressor_h36m.npy")
+    p.add_argument("--focal", type=float, default=None, help="focal length in pixels (default: the image diagonal)")
+    p.add_argument("--no-render", action="store_true", help="skip overlay.mp4 (faster)")
+    p.add_argument("--side-view", action="store_true", help="add a side view of the mesh beside the overlay")
+    p.add_argument("--export", default=None, help="comma-separated subset of npz,glb,bvh (default: all three)")
+    p.add_argument("--save-vertices", action="store_true", help="also store per-frame vertices in result.npz")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffmesh", description="DiffMesh: smooth human meshes from video.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,14 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("setup", help="build the Anny body cache once per machine (about a minute the first time)")
     p.set_defaults(func=_setup)
 
-    p = sub.add_parser("demo", help="fit the Anny body to a CMU mocap clip; write result.npz and preview.png")
-    p.add_argument("-o", "--output", default="outputs/demo", help="output folder (default: outputs/demo)")
-    p.add_argument("--force", action="store_true", help="replace the output folder if it exists")
-    p.add_argument("--mocap", default=None, help="path to cmu_30fps.npz (default: shared/data/mocap/cmu_30fps.npz)")
-    p.add_argument("--sequence", default="14_06", help="CMU trial id, e.g. 14_06 (jumping jacks)")
-    p.add_argument("--start", type=int, default=0, help="first frame of the clip")
-    p.add_argument("--frames", type=int, default=64, help="number of frames (30 fps)")
-    p.add_argument("--iterations", type=int, default=300, help="optimiser iterations of the body fit")
+    p = sub.add_parser("run", help="a video in, a mesh sequence out: result.npz, mesh.glb, motion.bvh, overlay.mp4")
+    p.add_argument("video", help="any video file FFmpeg reads")
+    _run_options(p, default_output=None)
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("demo", help=f"`run` on the bundled sample video ({DEMO_VIDEO})")
+    _run_options(p, default_output="outputs/demo")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("prepare", help="fit the Anny body to every CMU mocap sequence and cache the fits")

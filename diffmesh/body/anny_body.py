@@ -15,7 +15,7 @@ import anny
 import torch
 from torch import Tensor
 
-from .base import BodyModel, BodyOutput, Skeleton, camera_upright_root, chain_kinematics
+from .base import BindPose, BodyModel, BodyOutput, Skeleton, camera_upright_root, chain_kinematics
 
 ANNY_POSED_BONES = (
     "root",
@@ -88,6 +88,26 @@ class AnnyBody(BodyModel):
     def skeleton(self) -> Skeleton:
         rest = self.rest_model(self.mean_shape[None], with_vertices=False)["heads"][0, self.posed_index]
         return Skeleton(tuple(ANNY_POSED_BONES), self.posed_parents, rest.detach())
+
+    @torch.no_grad()
+    def bind_pose(self, shape: Tensor) -> BindPose:
+        """Skinning data for exporters (a `BindPose`) of shape logits (S,): the reference pose (identity rotations,
+        `rest_model`) with each vertex's weights over Anny's bones summed onto their anchor posed bones, which
+        carry the unposed ones rigidly, then cut to the four largest. Anny skins its blendshape rest pose, whose
+        bone frames differ from the reference ones by up to ~7 degrees, so skinning the reference pose is not exact
+        where a vertex blends posed and unposed bones (hips, spine, shoulders): 0.1 mm mean, a few mm at the worst
+        vertex, plus up to ~1.5 cm from the four-influence cut (tests/test_export.py measures both)."""
+        rest = self.rest_model(shape[None])
+        model = self._anny
+        anchors = torch.tensor([self.anchor(label) for label in self._all_labels], device=shape.device)
+        idx = model.vertex_bone_indices.to(shape.device)                     # (V, 9) into the 104 bones
+        dense = shape.new_zeros(idx.shape[0], self.num_bones)
+        dense.scatter_add_(1, anchors[idx], model.vertex_bone_weights.to(shape))
+        weights, indices = dense.topk(4, dim=1)
+        upright = shape.new_tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])  # z up, -y front -> y up, +z
+        return BindPose(vertices=rest["vertices"][0], heads=rest["heads"][0, self.posed_index],
+                        parents=self.posed_parents, names=tuple(ANNY_POSED_BONES), skin_indices=indices,
+                        skin_weights=weights / weights.sum(1, keepdim=True), upright=upright)
 
     def rest_model(self, shape: Tensor, with_vertices: bool = True) -> dict[str, Tensor]:
         """The body at identity rotations (Anny's reference pose, which differs from its blendshape rest pose by

@@ -47,6 +47,27 @@ class BodyOutput:
     bone_heads: Tensor
 
 
+@dataclass
+class BindPose:
+    """One body shape in the pose that skinned exports (glTF, BVH) bind the mesh in, root bone head at the origin,
+    metres, in the body's own axes.
+
+    vertices: (V, 3) bind-pose mesh; heads: (K, 3) bind-pose heads of the K posed bones; parents, names: as in
+    `Skeleton`; skin_indices: (V, 4) int64 bone indices among the K; skin_weights: (V, 4) float32, each row summing
+    to 1 (a vertex's four largest influences, renormalised); upright: (3, 3) rotation from the body's axes to Y up,
+    facing +Z (the rest frame of glTF and BVH). Bone rotations act in world-aligned axes at this pose
+    (`chain_kinematics`), so posing bone k moves its vertices by x -> G_k (x - heads_k) + posed head_k.
+    """
+
+    vertices: Tensor
+    heads: Tensor
+    parents: tuple[int, ...]
+    names: tuple[str, ...]
+    skin_indices: Tensor
+    skin_weights: Tensor
+    upright: Tensor
+
+
 class BodyModel(nn.Module):
     """Abstract body model. Subclasses set the attributes below and implement `forward`.
 
@@ -66,6 +87,10 @@ class BodyModel(nn.Module):
     num_shape: int
 
     def skeleton(self) -> Skeleton:
+        raise NotImplementedError
+
+    def bind_pose(self, shape: Tensor) -> BindPose:
+        """The skinning data of one body shape (S,) for exporters (see `BindPose`)."""
         raise NotImplementedError
 
     def forward(self, rotmats: Tensor, shape: Tensor, with_vertices: bool = True) -> BodyOutput:

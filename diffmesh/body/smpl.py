@@ -14,7 +14,7 @@ from torch import Tensor
 from ..errors import DataError, MissingFileError
 from ..rotations import rot6d_to_rotmat
 from ..safe_pickle import safe_load_pickle
-from .base import BodyModel, BodyOutput, Skeleton
+from .base import BindPose, BodyModel, BodyOutput, Skeleton
 
 SMPL_BONE_NAMES = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
@@ -134,6 +134,33 @@ class SMPLBody(BodyModel):
         self.register_buffer("mean_pose", mean_pose)
         self.register_buffer("mean_shape", mean_shape)
 
+    @classmethod
+    def from_random(cls, seed: int = 0) -> "SMPLBody":
+        """An SMPLBody whose buffers are random but of SMPL's real shapes, dtypes and kinematic tree, for timing
+        when no SMPL file is at hand (its meshes mean nothing). Nothing is read from disk."""
+        g = torch.Generator().manual_seed(seed)
+        V, num_faces = 6890, 13776
+        obj = cls.__new__(cls)
+        BodyModel.__init__(obj)
+        obj.register_buffer("v_template", torch.randn(V, 3, generator=g) * 0.3)
+        obj.register_buffer("shapedirs", torch.randn(V, 3, 10, generator=g) * 0.01)
+        obj.register_buffer("posedirs", torch.randn(207, V * 3, generator=g) * 0.001)  # stored (207, V*3) as above
+        j_reg = torch.rand(24, V, generator=g)
+        obj.register_buffer("J_regressor", j_reg / j_reg.sum(1, keepdim=True))
+        h36m = torch.rand(17, V, generator=g)
+        obj.register_buffer("J_regressor_h36m", h36m / h36m.sum(1, keepdim=True))
+        obj.register_buffer("weights", torch.randn(V, 24, generator=g).mul(3).softmax(1))
+        obj.register_buffer("parents", torch.tensor([-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16,
+                                                     17, 18, 19, 20, 21]))
+        obj.register_buffer("faces", torch.randint(0, V, (num_faces, 3), generator=g))
+        obj.num_bones, obj.num_shape = 24, 10
+        obj.version = "random (timing only)"
+        mean_pose = torch.eye(3).repeat(24, 1, 1)
+        mean_pose[0] = torch.diag(torch.tensor([1.0, -1.0, -1.0]))  # as __init__ without smpl_mean_params.npz
+        obj.register_buffer("mean_pose", mean_pose)
+        obj.register_buffer("mean_shape", torch.zeros(10))
+        return obj
+
     @property
     def num_vertices(self) -> int:
         return self.v_template.shape[0]
@@ -142,6 +169,19 @@ class SMPLBody(BodyModel):
         rest = self(torch.eye(3, device=self.v_template.device).expand(1, 24, 3, 3), self.mean_shape[None],
                     with_vertices=False)
         return Skeleton(SMPL_BONE_NAMES, tuple(int(p) for p in self.parents), rest.bone_heads[0])
+
+    @torch.no_grad()
+    def bind_pose(self, shape: Tensor) -> BindPose:
+        """Skinning data for exporters (a `BindPose`) of betas (S,): the shaped template and its regressed joints,
+        moved so the pelvis is at the origin, with each vertex's four largest weights. Pose blend shapes have no
+        place in glTF/BVH skinning, so exported meshes lack them (the skinning itself is SMPL's, exactly)."""
+        v_shaped = self.v_template + torch.einsum("s,vcs->vc", shape.to(self.v_template), self.shapedirs)
+        joints = self.J_regressor @ v_shaped
+        weights, indices = self.weights.topk(4, dim=1)
+        return BindPose(vertices=v_shaped - joints[0], heads=joints - joints[0],
+                        parents=tuple(int(p) for p in self.parents), names=SMPL_BONE_NAMES, skin_indices=indices,
+                        skin_weights=weights / weights.sum(1, keepdim=True),
+                        upright=torch.eye(3, device=v_shaped.device))  # SMPL is already y up, facing +z
 
     def forward(self, rotmats: Tensor, shape: Tensor, with_vertices: bool = True) -> BodyOutput:
         self.check_inputs(rotmats, shape)

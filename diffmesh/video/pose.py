@@ -1,0 +1,72 @@
+"""2D keypoints from MediaPipe Pose (the legacy `solutions.pose` API, whose full model ships inside
+`mediapipe==0.10.21` and runs offline; the Tasks API and the lite/heavy models need a download).
+
+MediaPipe follows one person: its detector picks the most confident person when it has no track, then the
+landmark model tracks that person's region from frame to frame and re-detects only when tracking fails. So the
+person followed is the one found first (usually the largest, most frontal one); after a loss it may switch
+to someone else. `presence.py` decides from the evidence whether a returned pose is a person, and splits the
+track where it jumps to another person.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..keypoints import NUM_MP_LANDMARKS
+
+
+@dataclass
+class PoseTrack:
+    """MediaPipe's output for T frames (NaN where it returned nothing).
+
+    landmarks: (T, 33, 2) pixels; visibility: (T, 33) in [0, 1]; world: (T, 33, 3) MediaPipe's own metric 3D
+    landmarks (metres, hip-centred, y down); returned: (T,) bool, a pose was returned.
+    """
+
+    landmarks: np.ndarray
+    visibility: np.ndarray
+    world: np.ndarray
+    returned: np.ndarray
+
+
+class PoseEstimator:
+    """MediaPipe Pose (full model) in video mode: call `process(rgb)` on consecutive frames, then `track()`."""
+
+    def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
+        # Imported here: mediapipe takes ~1 s to import and only the video pipeline needs it.
+        import mediapipe as mp
+
+        self._pose = mp.solutions.pose.Pose(
+            static_image_mode=False, model_complexity=1, smooth_landmarks=True, enable_segmentation=False,
+            min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
+        self._landmarks, self._visibility, self._world = [], [], []
+
+    def process(self, rgb: np.ndarray) -> bool:
+        """One frame (H, W, 3) uint8 RGB; returns whether MediaPipe returned a pose."""
+        h, w = rgb.shape[:2]
+        result = self._pose.process(rgb)
+        if result.pose_landmarks is None:
+            self._landmarks.append(np.full((NUM_MP_LANDMARKS, 2), np.nan, np.float32))
+            self._visibility.append(np.zeros(NUM_MP_LANDMARKS, np.float32))
+            self._world.append(np.full((NUM_MP_LANDMARKS, 3), np.nan, np.float32))
+            return False
+        lm = result.pose_landmarks.landmark
+        self._landmarks.append(np.array([(p.x * w, p.y * h) for p in lm], np.float32))
+        self._visibility.append(np.array([p.visibility for p in lm], np.float32))
+        self._world.append(np.array([(p.x, p.y, p.z) for p in result.pose_world_landmarks.landmark], np.float32))
+        return True
+
+    def track(self) -> PoseTrack:
+        landmarks = np.stack(self._landmarks) if self._landmarks else np.zeros((0, NUM_MP_LANDMARKS, 2), np.float32)
+        visibility = np.stack(self._visibility) if self._visibility else np.zeros((0, NUM_MP_LANDMARKS), np.float32)
+        world = np.stack(self._world) if self._world else np.zeros((0, NUM_MP_LANDMARKS, 3), np.float32)
+        return PoseTrack(landmarks, visibility, world, ~np.isnan(landmarks[:, 0, 0]))
+
+    def close(self) -> None:
+        self._pose.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
