@@ -231,3 +231,18 @@ def test_real_video_checks_smoother_than_mediapipe_and_close_to_blazepose(squats
     assert jitter["diffmesh_hip_centred"] < 0.8 * jitter["mediapipe_world_hip_centred"]
     # BlazePose's 3D is another model's output on surface landmarks, not ground truth: measured 77.5 mm PA-MPJPE.
     assert checks["reference"]["frames"] == 65 and checks["reference"]["pa_mpjpe_mm"] < 100
+
+
+def test_two_keypoint_workers_cover_every_frame_once(tmp_path):
+    from diffmesh.pipeline import detect_keypoints
+
+    clip = cut(need(WALK), tmp_path / "walk.mp4", range(60, 100))
+    info = probe_video(clip)
+    one, times_one = detect_keypoints(clip, info, progress=False, workers=1)
+    two, times_two = detect_keypoints(clip, info, progress=False, workers=2)
+    assert len(times_two) == len(times_one) == 40 and np.allclose(times_two, times_one)
+    both = one.returned & two.returned
+    assert both.sum() >= 35
+    # The worker's part starts cold (a fresh detection, no landmark smoothing history): close, not identical.
+    diff = np.linalg.norm(one.landmarks[both] - two.landmarks[both], axis=-1)
+    assert np.median(diff) < 3.0

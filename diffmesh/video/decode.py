@@ -206,7 +206,7 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def _decode_worker(path, q: queue.Queue, stop: threading.Event, max_frames: int | None) -> None:
+def _decode_worker(path, q: queue.Queue, stop: threading.Event, max_frames: int | None, first: int = 0) -> None:
     n = 0
     try:
         container = _open(path)
@@ -230,6 +230,9 @@ def _decode_worker(path, q: queue.Queue, stop: threading.Event, max_frames: int 
                         time_s = float((frame.pts - start) * (frame.time_base or tb))
                     else:  # no timestamps (rare raw streams): assume a constant rate
                         time_s = n / fps if fps else float(n)
+                    if n < first:                 # decoded to keep the count exact, but not converted
+                        n += 1
+                        continue
                     rgb = _upright(frame.to_ndarray(format="rgb24"), _rotation(frame, stream))
                     if not _put(q, (_FRAME, Frame(n, time_s, rgb)), stop):
                         return False
@@ -255,17 +258,19 @@ def _decode_worker(path, q: queue.Queue, stop: threading.Event, max_frames: int 
 
 
 def iter_frames(path: str | os.PathLike, max_frames: int | None = None, prefetch: int = 4,
-                strict: bool = False) -> Iterator[Frame]:
+                strict: bool = False, first: int = 0) -> Iterator[Frame]:
     """Yield the video's frames, upright, in presentation order.
 
     Decoding (FFmpeg threads plus the RGB conversion and rotation) runs in a background thread that stays up
     to `prefetch` frames ahead, so it overlaps with the caller's work. Raises `VideoError` for a missing,
     unreadable or empty video; a video that breaks off part-way yields what decodes and warns once (or raises
-    `VideoError` with `strict=True`). Stopping early (break) stops the thread.
+    `VideoError` with `strict=True`). Stopping early (break) stops the thread. `first` skips the frames before
+    it (they are decoded, so indices stay exact, but not converted or yielded; `max_frames` counts from frame
+    0); a video with no frame at or after `first` yields nothing.
     """
     q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
-    worker = threading.Thread(target=_decode_worker, args=(path, q, stop, max_frames),
+    worker = threading.Thread(target=_decode_worker, args=(path, q, stop, max_frames, first),
                               name="diffmesh-decode", daemon=True)
     worker.start()
     try:
@@ -279,7 +284,7 @@ def iter_frames(path: str | os.PathLike, max_frames: int | None = None, prefetch
             if kind == _FRAME:
                 yield item
             elif kind == _END:
-                if item == 0 and max_frames != 0:
+                if item == 0 and max_frames != 0 and first == 0:
                     raise _no_frames(path)
                 return
             elif kind == _BROKEN:

@@ -70,3 +70,26 @@ class PoseEstimator:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def track_frames(video: str, first: int = 0, stop: int | None = None, progress: bool = False,
+                 total: int | None = None) -> tuple[PoseTrack, np.ndarray]:
+    """MediaPipe on frames [first, stop) of a video (to the end when stop is None): the pose track and the
+    frames' timestamps (seconds). Module-level and light to import, so a worker process can run it."""
+    from tqdm import tqdm
+
+    from .decode import iter_frames
+
+    times = []
+    with PoseEstimator() as estimator:
+        frames = iter_frames(video, max_frames=stop, first=first)
+        for frame in tqdm(frames, total=total, desc="keypoints", unit="frame", disable=not progress, leave=False):
+            estimator.process(frame.rgb)
+            times.append(frame.time_s)
+        track = estimator.track()
+    return track, np.asarray(times, np.float64)
+
+
+def concatenate_tracks(parts: list[PoseTrack]) -> PoseTrack:
+    return PoseTrack(*(np.concatenate([getattr(p, k) for p in parts]) for k in
+                       ("landmarks", "visibility", "world", "returned")))
