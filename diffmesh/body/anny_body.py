@@ -11,9 +11,15 @@ Anny's first construction on a machine writes a ~790 MB cache to `~/.cache/anny`
 
 from functools import lru_cache
 
-import anny
 import torch
+import warp
 from torch import Tensor
+
+from ..quiet import native_stderr_silenced
+
+warp.config.log_level = warp.LOG_ERROR
+with native_stderr_silenced():      # anny initialises warp on import
+    import anny
 
 from .base import BindPose, BodyModel, BodyOutput, Skeleton, camera_upright_root, chain_kinematics
 
@@ -37,7 +43,8 @@ ANNY_H36M_BONES = (
 @lru_cache(maxsize=4)
 def _load_anny(topology: str) -> anny.Anny:
     # One construction per process: the model is read-only for us, so every AnnyBody shares it.
-    model = anny.Anny(topology=topology).to(torch.float32)
+    with native_stderr_silenced():          # warp's missing-CUDA notice on CPU machines
+        model = anny.Anny(topology=topology).to(torch.float32)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

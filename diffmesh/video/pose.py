@@ -8,11 +8,13 @@ to someone else. `presence.py` decides from the evidence whether a returned pose
 track where it jumps to another person.
 """
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..keypoints import NUM_MP_LANDMARKS
+from ..quiet import native_stderr_silenced
 
 
 @dataclass
@@ -34,17 +36,25 @@ class PoseEstimator:
 
     def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5):
         # Imported here: mediapipe takes ~1 s to import and only the video pipeline needs it.
-        import mediapipe as mp
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        with native_stderr_silenced():
+            import mediapipe as mp
 
-        self._pose = mp.solutions.pose.Pose(
-            static_image_mode=False, model_complexity=1, smooth_landmarks=True, enable_segmentation=False,
-            min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
+            self._pose = mp.solutions.pose.Pose(
+                static_image_mode=False, model_complexity=1, smooth_landmarks=True, enable_segmentation=False,
+                min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
         self._landmarks, self._visibility, self._world = [], [], []
+        self._frames_seen = 0
 
     def process(self, rgb: np.ndarray) -> bool:
         """One frame (H, W, 3) uint8 RGB; returns whether MediaPipe returned a pose."""
         h, w = rgb.shape[:2]
-        result = self._pose.process(rgb)
+        if self._frames_seen < 2:               # the graph logs its set-up on the first frames
+            with native_stderr_silenced():
+                result = self._pose.process(rgb)
+        else:
+            result = self._pose.process(rgb)
+        self._frames_seen += 1
         if result.pose_landmarks is None:
             self._landmarks.append(np.full((NUM_MP_LANDMARKS, 2), np.nan, np.float32))
             self._visibility.append(np.zeros(NUM_MP_LANDMARKS, np.float32))
