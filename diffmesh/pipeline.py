@@ -170,13 +170,18 @@ def recover_meshes(model: DiffMeshModel, keypoints: np.ndarray, clips: list[np.n
 
 
 @torch.inference_mode()
-def body_joints(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray, batch: int = 1024) -> np.ndarray:
-    """Root-relative Human3.6M joints (T, 17, 3) of the posed body (joints only, no skinning)."""
-    out = []
-    for i in range(0, len(rotmats), batch):
-        r, s = torch.from_numpy(rotmats[i:i + batch]), torch.from_numpy(shapes[i:i + batch])
-        out.append(body(r, s, with_vertices=False).joints.numpy())
-    return np.concatenate(out) if out else np.zeros((0, 17, 3), np.float32)
+def body_joints(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """Human3.6M joints (T, 17, 3) of the posed body (joints only, no skinning). Frames that share a shape (a clip)
+    are posed together from one rest model, which is what costs time."""
+    out = np.zeros((len(rotmats), 17, 3), np.float32)
+    if len(rotmats) == 0:
+        return out
+    unique, inverse = np.unique(shapes, axis=0, return_inverse=True)
+    for u, shape in enumerate(unique):
+        idx = np.where(inverse.reshape(-1) == u)[0]
+        joints = body.clip_joints(torch.from_numpy(rotmats[idx])[None], torch.from_numpy(shape)[None])[0]
+        out[idx] = joints.numpy()
+    return out
 
 
 # ---------------------------------------------------------------- 4. camera
