@@ -184,6 +184,31 @@ def body_joints(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray) -> np.
     return out
 
 
+def to_output_body(model_body: BodyModel, body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray,
+                   valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Retarget the model's Anny poses (T, 24, 3, 3) and shapes (T, 6) to SMPL: SMPL rotations (T, 24, 3, 3), one
+    betas vector repeated (T, 10), and the mean joint distance (mm) between the two bodies after the fit."""
+    from .body.retarget import retarget_anny_to_smpl
+
+    r = retarget_anny_to_smpl(model_body, torch.from_numpy(rotmats), torch.from_numpy(shapes), body,
+                              valid=torch.from_numpy(valid))
+    betas = np.repeat(r.betas.numpy()[None], len(rotmats), 0).astype(np.float32)
+    return r.rotmats.numpy().astype(np.float32), betas, float(r.joint_error_mm)
+
+
+@torch.inference_mode()
+def root_offset(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray) -> np.ndarray:
+    """(T, 3) root bone head minus the Human3.6M pelvis joint. The exports place the root bone; the camera solve
+    places the pelvis joint. For Anny they are the same point (zero); SMPL regresses its pelvis joint from vertices."""
+    if body.name == "anny":
+        return np.zeros((len(rotmats), 3), np.float32)
+    out = []
+    for i in range(0, len(rotmats), 256):
+        posed = body(torch.from_numpy(rotmats[i:i + 256]), torch.from_numpy(shapes[i:i + 256]), with_vertices=False)
+        out.append((posed.bone_heads[:, 0] - posed.joints[:, 0]).numpy())
+    return np.concatenate(out)
+
+
 # ---------------------------------------------------------------- 4. camera
 
 def default_focal(width: int, height: int) -> float:
@@ -288,12 +313,23 @@ def reprojection_error(joints_cam: np.ndarray, keypoints: np.ndarray, valid: np.
 
 # ---------------------------------------------------------------- 5. the whole run
 
-def load_run_model(settings: RunSettings, body: BodyModel) -> tuple[DiffMeshModel, str]:
+def load_run_model(settings: RunSettings, body: BodyModel) -> tuple[DiffMeshModel, BodyModel, str]:
+    """The checkpoint's model and the body it poses. A checkpoint trained for Anny (the shipped one) also serves
+    `--body smpl`: its Anny poses are then retargeted to SMPL (`body/retarget.py`)."""
+    from .checkpoint import read_checkpoint
     from .weights import DEFAULT_CHECKPOINT
 
     path = settings.checkpoint or DEFAULT_CHECKPOINT
-    model = load_model(path, body, expect={"input": "keypoints"}).to(settings.device)
-    return model, str(path)
+    trained_for = read_checkpoint(path)["config"].get("body", "anny")
+    if trained_for == body.name:
+        model_body = body
+    elif trained_for == "anny":
+        model_body = load_body("anny")
+    else:
+        raise DiffMeshError(f"{path} poses {trained_for}, not {body.name}; run it with --body {trained_for}"
+                            + (" --smpl-path DIR" if trained_for == "smpl" else ""))
+    model = load_model(path, model_body, expect={"input": "keypoints"}).to(settings.device)
+    return model, model_body, str(path)
 
 
 def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = RunSettings()) -> RunSummary:
@@ -310,7 +346,7 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
         seconds = {}
         t = time.perf_counter()
         body = load_body(settings.body, settings.smpl_path)
-        model, ckpt = load_run_model(settings, body)
+        model, model_body, ckpt = load_run_model(settings, body)
         seconds["setup"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -330,6 +366,11 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
         rotmats, shapes = recover_meshes(model, keypoints, clips, T, settings.batch_clips, settings.device,
                                          settings.seed)
         seconds["diffmesh"] = time.perf_counter() - t
+        retarget_error = None
+        if model_body is not body:
+            t = time.perf_counter()
+            rotmats, shapes, retarget_error = to_output_body(model_body, body, rotmats, shapes, presence.valid)
+            seconds["retarget"] = time.perf_counter() - t
 
         t = time.perf_counter()
         valid = presence.valid
@@ -359,6 +400,8 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
             method=np.str_(model.cfg.method), reprojection=np.str_(json.dumps(
                 reprojection_error(joints_cam, keypoints, valid, focal, principal))),
         )
+        if retarget_error is not None:
+            result["retarget_error_mm"] = np.float64(retarget_error)
         if settings.save_vertices:
             result["vertices"] = np.concatenate([
                 body_vertices(body, rotmats[i:i + 256], shapes[i:i + 256], translation[i:i + 256],
@@ -367,7 +410,8 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
         if "npz" in settings.exports:
             np.savez_compressed(staging / "result.npz", **result)
             files.append("result.npz")
-        root_translation = np.where(valid[:, None], translation, 0).astype(np.float32)
+        root_translation = np.where(valid[:, None], translation + root_offset(body, rotmats, shapes), 0
+                                    ).astype(np.float32)
         if "glb" in settings.exports:
             write_glb(staging / "mesh.glb", body, rotmats, result["shape_mean"], root_translation, info.fps, valid)
             files.append("mesh.glb")

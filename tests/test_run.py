@@ -246,3 +246,36 @@ def test_two_keypoint_workers_cover_every_frame_once(tmp_path):
     # The worker's part starts cold (a fresh detection, no landmark smoothing history): close, not identical.
     diff = np.linalg.norm(one.landmarks[both] - two.landmarks[both], axis=-1)
     assert np.median(diff) < 3.0
+
+
+def test_smpl_output_from_the_anny_model(tmp_path, anny_body):
+    """--body smpl with the shipped (Anny) weights: poses retargeted to SMPL. The SMPL file is synthetic (SMPL is
+    licensed): the real format with a human skeleton (tests/test_retarget.py), and a Human3.6M regressor that
+    picks the matching SMPL joints, so the reprojection can be checked."""
+    from test_retarget import write_human_smpl
+
+    from diffmesh.body.smpl import SMPL_BONE_NAMES
+
+    folder = tmp_path / "smpl"
+    folder.mkdir()
+    write_human_smpl(anny_body, folder)
+    name = {n: i for i, n in enumerate(SMPL_BONE_NAMES)}
+    h36m_to_smpl = ["pelvis", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
+                    "spine2", "neck", "head", "head", "left_shoulder", "left_elbow", "left_wrist", "right_shoulder",
+                    "right_elbow", "right_wrist"]
+    regressor = np.zeros((17, 6890))
+    regressor[np.arange(17), [name[n] for n in h36m_to_smpl]] = 1.0      # vertex j < 24 sits on SMPL joint j
+    np.save(folder / "J_regressor_h36m.npy", regressor)
+    out = tmp_path / "out"
+    assert main(["run", str(need(SQUATS)), "-o", str(out), "--body", "smpl", "--smpl-path", str(folder),
+                 "--quiet"]) == 0
+    r = np.load(out / "result.npz")
+    assert str(r["body_model"]) == "smpl" and r["pose_rotmats"].shape == (65, 24, 3, 3)
+    assert r["shape"].shape == (65, 10) and float(r["retarget_error_mm"]) < 20
+    assert list(r["bone_names"]) == list(SMPL_BONE_NAMES)
+    assert json.loads(str(r["reprojection"]))["percent_of_height"] < REPROJECTION_PERCENT
+    import pygltflib
+
+    gltf = pygltflib.GLTF2().load(str(out / "mesh.glb"))
+    assert [gltf.nodes[j].name for j in gltf.skins[0].joints] == list(SMPL_BONE_NAMES)
+    assert frame_count(out / "overlay.mp4") == (65, 5.0)
