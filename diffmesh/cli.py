@@ -86,6 +86,19 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from .bench import SETTINGS, BenchOptions, parse_list, run_bench
+    from .model import PRESETS
+
+    opts = BenchOptions(settings=parse_list(args.settings, SETTINGS, "setting"), quick=args.quick, device=args.device,
+                        repeats=args.repeats, out=args.out, video=args.video, smpl_path=args.smpl_path,
+                        threads=args.threads,
+                        presets=parse_list(args.preset, tuple(PRESETS), "preset") if args.preset else None)
+    run_bench(opts)
+    if args.out:
+        print(f"diffmesh bench: wrote {args.out}", file=sys.stderr)
+
+
 def _run_options(p: argparse.ArgumentParser, default_output: str | None) -> None:
     p.add_argument("-o", "--output", required=default_output is None, default=default_output,
                    help="output folder (refused if it exists, unless --force)"
@@ -164,6 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mocap", default=None, help="path to cmu_30fps.npz")
     p.add_argument("--cache", default=None, help="fit cache folder (as for `prepare`)")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("bench", help="time DiffMesh against its baselines (Table 4), peer video heads (Table 9) and "
+                       "the pipeline (per stage, growing videos) on this machine; one JSON object per line")
+    p.add_argument("--settings", default="table4,table9,video,growth",
+                   help="comma-separated subset of table4,table9,video,growth (default: all)")
+    p.add_argument("--quick", action="store_true", help="a small version of every setting (under a minute)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds of every setting (default per setting: "
+                   "table4 10, table9 5, video 3, growth 1; --quick: 3, 1, 1, 1)")
+    p.add_argument("--out", default=None, help="also append the JSON lines to this file (rewritten atomically)")
+    p.add_argument("--video", default=None, help="video for the video and growth settings (default: the demo video)")
+    p.add_argument("--smpl-path", default=None, help="SMPL folder for table9's body model (default: SMPL-sized "
+                   "random buffers, which time the same)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--preset", default=None, help="table4 model size(s), comma-separated from tiny,small,paper "
+                   "(default: tiny,paper; --quick: tiny)")
+    p.set_defaults(func=_bench)
     return parser
 
 

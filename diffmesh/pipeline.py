@@ -16,8 +16,10 @@ Frames without a person get no body: `valid` is False there and their joints are
 """
 
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,7 @@ from .keypoints import mediapipe_to_h36m, normalize_clip
 from .model import DiffMeshModel
 from .outdir import commit_outdir, prepare_outdir
 from .video.decode import VideoInfo, iter_frames, probe_video
-from .video.pose import PoseTrack, concatenate_tracks, track_frames
+from .video.pose import PoseTrack, concatenate_tracks, read_track_file, track_frames
 from .video.presence import Presence, decide_presence
 
 # Joints that are the same body points in the 2D layout and the model's 3D joints (hips, knees, ankles,
@@ -108,13 +110,29 @@ def detect_keypoints(video: str | Path, info: VideoInfo, progress: bool = True, 
     if workers <= 1 or T < 2:
         return track_frames(str(video), progress=progress, total=T or None)
     split = min(T - 1, (T + WORKER_STARTUP_FRAMES) // 2)
-    ctx = multiprocessing.get_context("spawn")      # no fork: MediaPipe and torch keep threads
-    with ctx.Pool(1) as pool:
-        second = pool.apply_async(track_frames, (str(video), split))
-        track_a, times_a = track_frames(str(video), 0, split, progress, total=split)
-        track_b, times_b = second.get()
-    if len(times_a) < split:                         # the video was shorter than its header said
-        return track_a, times_a
+    with tempfile.TemporaryDirectory(prefix="diffmesh-keypoints-") as tmp:
+        result, log = Path(tmp) / "second_half.npz", Path(tmp) / "worker.log"
+        # A plain subprocess (not multiprocessing): it never re-imports the caller's main module.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                       os.environ.get("PYTHONPATH")])))
+        with open(log, "w") as log_file:
+            worker = subprocess.Popen([sys.executable, "-c", "import sys; from diffmesh.video.pose import "
+                                       "track_frames_to_file as run; run(*sys.argv[1:])", str(video), str(split),
+                                       str(result)], stdout=subprocess.DEVNULL, stderr=log_file, env=env)
+        try:
+            track_a, times_a = track_frames(str(video), 0, split, progress, total=split)
+            worker.wait()
+            err = log.read_text(errors="replace")
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        if len(times_a) < split:                     # the video was shorter than its header said
+            return track_a, times_a
+        if worker.returncode != 0:
+            last = [line for line in err.strip().splitlines() if line.strip()][-1:] or ["no message"]
+            raise DiffMeshError(f"the keypoint worker failed on the second half of {video}: {last[0][:200]}")
+        track_b, times_b = read_track_file(result)
     return concatenate_tracks([track_a, track_b]), np.concatenate([times_a, times_b])
 
 

@@ -103,3 +103,14 @@ def track_frames(video: str, first: int = 0, stop: int | None = None, progress: 
 def concatenate_tracks(parts: list[PoseTrack]) -> PoseTrack:
     return PoseTrack(*(np.concatenate([getattr(p, k) for p in parts]) for k in
                        ("landmarks", "visibility", "world", "returned")))
+
+
+def track_frames_to_file(video: str, first: str, out: str) -> None:
+    """`track_frames(video, first)` written to the npz `out` (the keypoint worker process's entry point)."""
+    track, times = track_frames(video, int(first))
+    np.savez(out, times=times, **{k: getattr(track, k) for k in ("landmarks", "visibility", "world", "returned")})
+
+
+def read_track_file(path) -> tuple[PoseTrack, np.ndarray]:
+    with np.load(path) as f:
+        return PoseTrack(f["landmarks"], f["visibility"], f["world"], f["returned"]), f["times"]
