@@ -17,6 +17,7 @@ Frames without a person get no body: `valid` is False there and their joints are
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,8 @@ from .errors import DiffMeshError
 from .keypoints import mediapipe_to_h36m, normalize_clip
 from .model import DiffMeshModel
 from .outdir import commit_outdir, prepare_outdir
-from .video.decode import VideoInfo, iter_frames, probe_video
+from .render import MeshRenderer, project
+from .video.decode import VideoInfo, VideoWriter, iter_frames, probe_video
 from .video.pose import PoseTrack, concatenate_tracks, read_track_file, track_frames
 from .video.presence import Presence, decide_presence
 
@@ -148,19 +150,10 @@ def cut_clips(presence: Presence, num_frames: int) -> list[np.ndarray]:
     """Frame indices (f,) of each clip: every run of valid frames of one track, cut into f-frame pieces; the
     last piece of a run is padded by repeating its last frame (the padded outputs are dropped again)."""
     clips = []
-    valid, track = presence.valid, presence.track_id
-    t, T = 0, len(valid)
-    while t < T:
-        if not valid[t]:
-            t += 1
-            continue
-        stop = t
-        while stop < T and valid[stop] and track[stop] == track[t]:
-            stop += 1
-        for a in range(t, stop, num_frames):
+    for start, stop in presence.runs():
+        for a in range(start, stop, num_frames):
             idx = np.arange(a, min(a + num_frames, stop))
             clips.append(np.concatenate([idx, np.full(num_frames - len(idx), idx[-1])]))
-        t = stop
     return clips
 
 
@@ -269,7 +262,7 @@ def smooth_translation(joints: np.ndarray, keypoints: np.ndarray, focal: float, 
     by the per-frame depth, so their residuals are pixels) plus `smoothness` (seconds^2) times the acceleration in
     m/s^2, converted to pixels at the person's depth. Depth is what the keypoints constrain least (a 1 % change of
     scale), so without this term it jitters by decimetres from frame to frame."""
-    from scipy.sparse import block_diag, diags, vstack
+    from scipy.sparse import block_diag, diags, identity, kron, vstack
     from scipy.sparse.linalg import spsolve
 
     T = len(joints)
@@ -281,8 +274,6 @@ def smooth_translation(joints: np.ndarray, keypoints: np.ndarray, focal: float, 
     data = block_diag(list(A), format="csr")
     second = diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(T - 2, T))               # second difference in time
     weight = smoothness * fps ** 2 * focal / np.median(t0[:, 2])                # px per (m/frame^2)
-    from scipy.sparse import kron, identity
-
     accel = kron(second, identity(3)) * weight
     M = vstack([data, accel]).tocsc()
     rhs = np.concatenate([b.reshape(-1), np.zeros(3 * (T - 2))])
@@ -294,24 +285,10 @@ def smooth_translation(joints: np.ndarray, keypoints: np.ndarray, focal: float, 
 def place_in_camera(joints: np.ndarray, keypoints: np.ndarray, presence: Presence, focal: float,
                     principal: tuple[float, float], fps: float) -> np.ndarray:
     """Translation (T, 3) for every run of valid frames of one track (`smooth_translation`); NaN elsewhere."""
-    T = len(joints)
-    out = np.full((T, 3), np.nan, np.float32)
-    t = 0
-    while t < T:
-        if not presence.valid[t]:
-            t += 1
-            continue
-        stop = t
-        while stop < T and presence.valid[stop] and presence.track_id[stop] == presence.track_id[t]:
-            stop += 1
-        out[t:stop] = smooth_translation(joints[t:stop], keypoints[t:stop], focal, principal, fps)
-        t = stop
+    out = np.full((len(joints), 3), np.nan, np.float32)
+    for start, stop in presence.runs():
+        out[start:stop] = smooth_translation(joints[start:stop], keypoints[start:stop], focal, principal, fps)
     return out
-
-
-def project(points: np.ndarray, focal: float, principal: tuple[float, float]) -> np.ndarray:
-    """Pinhole projection of camera-frame points (..., 3) to pixels (..., 2)."""
-    return focal * points[..., :2] / points[..., 2:3] + np.asarray(principal, np.float32)
 
 
 def reprojection_error(joints_cam: np.ndarray, keypoints: np.ndarray, valid: np.ndarray, focal: float,
@@ -446,8 +423,6 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
             seconds["render"] = time.perf_counter() - t
         commit_outdir(staging, final)
     except BaseException:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
         raise
     seconds["total"] = time.perf_counter() - t_start
@@ -474,9 +449,6 @@ def render_overlay(video, path: Path, info: VideoInfo, body: BodyModel, rotmats:
                    side_view: bool, progress: bool, chunk: int = 32) -> None:
     """Second decoding pass: the mesh drawn over every frame (frames without a person pass through unchanged).
     Vertices are made `chunk` frames at a time, so memory does not grow with the video's length."""
-    from .render import MeshRenderer
-    from .video.decode import VideoWriter
-
     renderer = MeshRenderer(info.width, info.height, body.faces.cpu().numpy(), focal, principal)
     vertices, first = None, -chunk
     side_size = (info.height * 3 // 4 // 2 * 2, info.height)

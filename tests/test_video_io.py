@@ -282,12 +282,16 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
     assert_one_line(e.value, path)
 
 
+def first_part(src: Path, dst: Path, fraction: float) -> Path:
+    """A truncated copy: the first `fraction` of src's bytes."""
+    data = src.read_bytes()
+    dst.write_bytes(data[:int(fraction * len(data))])
+    return dst
+
+
 def test_truncated_mp4_without_index(tmp_path):
     """The squats sample keeps its index (moov) at the end: cut at 30% it cannot be opened at all."""
-    src = need(SQUATS)
-    path = tmp_path / "cut.mp4"
-    data = src.read_bytes()
-    path.write_bytes(data[:int(0.3 * len(data))])
+    path = first_part(need(SQUATS), tmp_path / "cut.mp4", 0.3)
     for call in (probe_video, lambda p: list(iter_frames(p))):
         with pytest.raises(VideoError, match="cannot read .* as a video") as e:
             call(path)
@@ -296,10 +300,7 @@ def test_truncated_mp4_without_index(tmp_path):
 
 def test_truncated_faststart_mp4_yields_what_decodes_and_warns(tmp_path):
     """The walk sample has its index first: cut at 30% it opens, promises 230 frames and breaks off."""
-    src = need(WALK)
-    path = tmp_path / "cut.mp4"
-    data = src.read_bytes()
-    path.write_bytes(data[:int(0.3 * len(data))])
+    path = first_part(need(WALK), tmp_path / "cut.mp4", 0.3)
     assert probe_video(path).num_frames == 230  # what the index claims
 
     with warnings.catch_warnings(record=True) as caught:
@@ -316,8 +317,8 @@ def test_truncated_faststart_mp4_yields_what_decodes_and_warns(tmp_path):
     assert_one_line(e.value, path)
 
     # cut inside the very first frame: nothing decodes -> an error, not an empty video
-    first_frame_end = data.find(b"mdat") + 2000
-    path.write_bytes(data[:first_frame_end])
+    data = WALK.read_bytes()
+    path.write_bytes(data[:data.find(b"mdat") + 2000])
     with pytest.raises(VideoError, match="cannot read") as e:
         list(iter_frames(path))
     assert_one_line(e.value, path)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..keypoints import H36M_FROM_MEDIAPIPE
-from ..metrics import pa_mpjpe
+from ..metrics import acceleration, pa_mpjpe
 from ..pipeline import SHARED_JOINTS
 
 # The twelve limb joints as MediaPipe landmark indices (each H36M limb joint is one landmark).
@@ -32,7 +32,7 @@ def _hip_centred(points: np.ndarray) -> np.ndarray:
 def mean_acceleration_mm(points: np.ndarray, usable: np.ndarray) -> float:
     """Mean |second difference| of points (T, J, 3) in metres over frames t whose neighbours t-1, t, t+1 are all
     usable (T,), in mm/frame^2."""
-    acc = np.linalg.norm(points[2:] - 2 * points[1:-1] + points[:-2], axis=-1).mean(-1)
+    acc = np.linalg.norm(acceleration(points), axis=-1).mean(-1)
     ok = usable[2:] & usable[1:-1] & usable[:-2]
     return float(1000 * acc[ok].mean()) if ok.any() else float("nan")
 

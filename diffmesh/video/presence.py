@@ -59,6 +59,15 @@ class Presence:
     def num_tracks(self) -> int:
         return int(self.track_id.max() + 1) if self.valid.any() else 0
 
+    def runs(self) -> list[tuple[int, int]]:
+        """[start, stop) of each run of consecutive valid frames of one track (clips and camera solves never
+        cross a run's ends)."""
+        out = []
+        for start, stop in _runs(self.valid):
+            cuts = [start] + [t for t in range(start + 1, stop) if self.track_id[t] != self.track_id[t - 1]] + [stop]
+            out += [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+        return out
+
 
 def _torso_length(landmarks: np.ndarray) -> np.ndarray:
     shoulders = landmarks[:, [MP_LEFT_SHOULDER, MP_RIGHT_SHOULDER]].mean(1)
