@@ -86,6 +86,37 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _paper_train(args: argparse.Namespace) -> None:
+    from .paper import PaperTrainSettings, run_paper_training
+
+    settings = PaperTrainSettings(
+        setting=args.setting, preset=args.preset, method=args.method, frames=args.frames, steps=args.steps,
+        denoiser_design=args.denoiser_design, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, weight_decay=args.weight_decay,
+        aux_weight=args.aux_weight, train_stride=args.train_stride, seed=args.seed, eval_limit=args.eval_limit)
+    out = args.out or f"runs/paper_{args.setting}_{args.method}"
+    summary = run_paper_training(out, settings, args.data_dir, args.smpl_path, device=args.device, resume=args.resume,
+                                 init_backbone=args.init_backbone, init_released=args.init_released, quiet=args.quiet)
+    print(f"trained {args.setting} ({summary['steps']} steps): best MPJPE {summary['best_mpjpe_mm']:.1f} mm; "
+          f"checkpoints in {out}/best.pt and {out}/last.pt")
+
+
+def _paper_eval(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .evaluate import write_json
+    from .paper import format_report, run_paper_eval
+
+    if args.json and Path(args.json).exists() and not args.force:
+        raise ValueError(f"{args.json} exists; pass --force to replace it or choose another --json path")
+    report = run_paper_eval(args.checkpoint, args.setting, args.data_dir, args.smpl_path, protocol=args.protocol,
+                            device=args.device, limit=args.limit, eval_file=args.eval_file)
+    print(format_report(report))
+    if args.json:
+        write_json(report, Path(args.json))
+        print(f"wrote {args.json}")
+
+
 def _bench(args: argparse.Namespace) -> None:
     from .bench import SETTINGS, BenchOptions, parse_list, run_bench
     from .model import PRESETS
@@ -177,6 +208,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mocap", default=None, help="path to cmu_30fps.npz")
     p.add_argument("--cache", default=None, help="fit cache folder (as for `prepare`)")
     p.set_defaults(func=_eval)
+
+    from .paper import PROTOCOLS, SETTINGS as PAPER_SETTINGS
+
+    paper_settings = sorted(PAPER_SETTINGS)
+    p = sub.add_parser("paper-train", help="train with SMPL on the standard databases as the paper did (Tables 2, 3, "
+                       "5-8); see docs/reproduce.md")
+    p.add_argument("setting", choices=paper_settings, help="which table's setting (files, input, protocol)")
+    p.add_argument("--data-dir", required=True, help="folder holding the setting's database/pickle files")
+    p.add_argument("--smpl-path", required=True, help="folder with SMPL_NEUTRAL.pkl and J_regressor_h36m.npy")
+    p.add_argument("--out", default=None, help="run folder (default: runs/paper_SETTING_METHOD)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--preset", default="paper", choices=["tiny", "small", "paper"])
+    p.add_argument("--method", default="diffmesh", choices=["diffmesh", "baseline1", "baseline2", "perframe"])
+    p.add_argument("--frames", type=int, default=16, help="f, frames per clip (Table 6)")
+    p.add_argument("--steps", type=int, default=30, help="N, diffusion steps (Table 6)")
+    p.add_argument("--denoiser-design", default="cross", choices=["cross", "two_self", "one_self"],
+                   help="Table 7: (c) cross (default), (b) two_self, (a) one_self")
+    p.add_argument("--aux-weight", type=float, default=0.01, help="w4 of Eq. 10 (Table 8: 0 drops the auxiliary loss)")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--steps-per-epoch", type=int, default=0, help="0: the setting's (TCMR 500; MotionBERT one pass)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr-decay", type=float, default=0.98, help="learning-rate factor per epoch")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--train-stride", type=int, default=0, help="rows between training clips (0: databases 1, "
+                   "MotionBERT pickles 8)")
+    p.add_argument("--eval-limit", type=int, default=0, help="sequences scored after each epoch (0: all)")
+    p.add_argument("--init-backbone", default=None, help="MotionBERT pretrained checkpoint (latest_epoch.bin) for "
+                   "the DSTformer backbone")
+    p.add_argument("--init-released", default=None, help="released DiffMesh checkpoint to start from (see "
+                   "docs/reproduce.md for what maps)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_paper_train)
+
+    p = sub.add_parser("paper-eval", help="score a paper-mode checkpoint on a setting's test file under the TCMR or "
+                       "MotionBERT protocol, beside the paper's number")
+    p.add_argument("checkpoint")
+    p.add_argument("--setting", required=True, choices=paper_settings)
+    p.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
+                   help="default: the protocol the paper's number follows")
+    p.add_argument("--data-dir", required=True, help="folder holding the setting's evaluation file")
+    p.add_argument("--eval-file", default=None, help="another file of the same kind to score (e.g. 3dpw_val_db.pt)")
+    p.add_argument("--smpl-path", required=True, help="folder with SMPL_NEUTRAL.pkl and J_regressor_h36m.npy")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N sequences")
+    p.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.set_defaults(func=_paper_eval)
 
     p = sub.add_parser("bench", help="time DiffMesh against its baselines (Table 4), peer video heads (Table 9) and "
                        "the pipeline (per stage, growing videos) on this machine; one JSON object per line")

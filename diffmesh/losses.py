@@ -27,14 +27,24 @@ class LossWeights:
 
 @dataclass
 class Targets:
-    """Ground truth for B clips of f frames: rotmats (B, f, K, 3, 3); shape (B, S); joints3d (B, f, 17, 3) root-relative
-    metres in camera axes; keypoints2d (B, f, 17, 2) normalised image coordinates; valid (B, f) bool frames to train on."""
+    """Ground truth for B clips of f frames: rotmats (B, f, K, 3, 3); shape (B, S); joints3d (B, f, J, 3) metres in
+    camera axes; keypoints2d (B, f, J, 2) normalised image coordinates; valid (B, f) bool frames to train on.
 
-    rotmats: Tensor
-    shape: Tensor
-    joints3d: Tensor
+    Mixed datasets (paper mode) label different things: `joint_index` (J,) says which of the body's 17 H36M joints
+    the J target joints are (default all 17), `centre` which of the J define the root both sides are centred on
+    (default joint 0, the pelvis); `keypoints2d_conf` (B, f, J) weights each 2D joint; `has_smpl` / `has_joints3d`
+    (B,) switch the pose+shape and the 3D joint terms per clip (e.g. InstaVariety has 2D only)."""
+
+    rotmats: Tensor | None
+    shape: Tensor | None
+    joints3d: Tensor | None
     keypoints2d: Tensor | None = None
     valid: Tensor | None = None
+    joint_index: Tensor | None = None
+    centre: tuple[int, ...] = (0,)
+    keypoints2d_conf: Tensor | None = None
+    has_smpl: Tensor | None = None
+    has_joints3d: Tensor | None = None
 
 
 @dataclass
@@ -44,7 +54,7 @@ class LossTerms:
 
 
 def _masked_mean(err: Tensor, mask: Tensor | None) -> Tensor:
-    """err (B, f, ...) -> mean over valid frames and the trailing dims."""
+    """err (B, f, ...) -> mean over valid frames and the trailing dims; mask (B, f) bool or float weights."""
     err = err.flatten(2).mean(-1)                                               # (B, f)
     if mask is None:
         return err.mean()
@@ -52,24 +62,55 @@ def _masked_mean(err: Tensor, mask: Tensor | None) -> Tensor:
     return (err * mask).sum() / mask.sum().clamp(min=1)
 
 
+def _frames_mask(valid: Tensor | None, per_clip: Tensor | None, like: Tensor) -> Tensor | None:
+    """(B, f) frame mask from the valid frames and a (B,) per-clip switch (None when both are None)."""
+    if valid is None and per_clip is None:
+        return None
+    mask = torch.ones(like.shape[:2], dtype=like.dtype, device=like.device)
+    if valid is not None:
+        mask = mask * valid.to(like.dtype)
+    if per_clip is not None:
+        mask = mask * per_clip.to(like.dtype)[:, None]
+    return mask
+
+
 def diffmesh_loss(out: ModelOutput, targets: Targets, body: BodyModel, weights: LossWeights = LossWeights()) -> LossTerms:
     """The full training loss for one batch (see module docstring). Runs the body model on the prediction."""
     B, f = out.rotmats.shape[:2]
-    joints = body.clip_joints(out.rotmats, out.shape)
-    joints = joints - joints[:, :, :1]
-    gt_joints = targets.joints3d - targets.joints3d[:, :, :1]
+    joints = body.clip_joints(out.rotmats, out.shape)                          # (B, f, 17, 3)
+    if targets.joint_index is not None:
+        joints = joints[:, :, targets.joint_index]
+    centre = list(targets.centre)
+    joints = joints - joints[:, :, centre].mean(2, keepdim=True)
     valid = targets.valid
-    terms = {
-        "joints3d": _masked_mean((joints - gt_joints).square(), valid),
-        "pose": _masked_mean((out.rotmats - targets.rotmats).square(), valid),
-        "shape": (out.shape - targets.shape).square().mean(),
-        "velocity": _masked_mean(((joints[:, 1:] - joints[:, :-1]) - (gt_joints[:, 1:] - gt_joints[:, :-1])).square(),
-                                 None if valid is None else valid[:, 1:] & valid[:, :-1]),
-    }
+    terms = {}
+    if targets.joints3d is not None:
+        gt_joints = targets.joints3d - targets.joints3d[:, :, centre].mean(2, keepdim=True)
+        mask = _frames_mask(valid, targets.has_joints3d, joints)
+        pair = None if mask is None else mask[:, 1:] * mask[:, :-1]
+        terms["joints3d"] = _masked_mean((joints - gt_joints).square(), mask)
+        terms["velocity"] = _masked_mean(
+            ((joints[:, 1:] - joints[:, :-1]) - (gt_joints[:, 1:] - gt_joints[:, :-1])).square(), pair)
+    if targets.rotmats is not None:
+        mask = _frames_mask(valid, targets.has_smpl, joints)
+        terms["pose"] = _masked_mean((out.rotmats - targets.rotmats).square(), mask)
+        shape_err = (out.shape - targets.shape).square().mean(-1)               # (B,)
+        if targets.has_smpl is None:
+            terms["shape"] = shape_err.mean()
+        else:
+            w = targets.has_smpl.to(shape_err.dtype)
+            terms["shape"] = (shape_err * w).sum() / w.sum().clamp(min=1)
     if targets.keypoints2d is not None:
         s, t = out.camera[..., :1, None], out.camera[..., None, 1:]              # (B, f, 1, 1), (B, f, 1, 2)
         uv = s * joints[..., :2] + t
-        terms["keypoints2d"] = _masked_mean((uv - targets.keypoints2d).square(), valid)
+        err = (uv - targets.keypoints2d).square().sum(-1)                         # (B, f, J)
+        if targets.keypoints2d_conf is not None:
+            conf = targets.keypoints2d_conf.to(err.dtype)
+            mask = _frames_mask(valid, None, err)
+            conf = conf if mask is None else conf * mask[..., None]
+            terms["keypoints2d"] = (err * conf).sum() / (conf.sum().clamp(min=1) * 2)
+        else:
+            terms["keypoints2d"] = _masked_mean(err / 2, valid)
     if out.predicted_conditions is not None:
         terms["aux"] = (out.predicted_conditions - out.target_conditions).square().mean()
     total = sum(getattr(weights, k) * v for k, v in terms.items())

@@ -80,15 +80,39 @@ def _check(pred: np.ndarray, gt: np.ndarray) -> None:
 def evaluate_tcmr(pred: np.ndarray, gt: np.ndarray, pred_verts: np.ndarray | None = None,
                   gt_verts: np.ndarray | None = None) -> Metrics:
     """TCMR/MPS-Net/GLoT protocol on one whole (valid-filtered) sequence: 14 joints centred on the mean of the hips,
-    per-frame PA, acceleration error over the whole sequence; MPVE on vertices as given (no translation)."""
-    _check(pred, gt)
-    p, g = pred[:, H36M_TO_J14].astype(np.float64), gt[:, H36M_TO_J14].astype(np.float64)
-    p = p - p[:, J14_HIPS, :].mean(1, keepdims=True)
-    g = g - g[:, J14_HIPS, :].mean(1, keepdims=True)
+    per-frame PA, acceleration error over the whole sequence; MPVE on vertices as given (no translation).
+    pred, gt: (T, 17, 3) Human3.6M-17, or gt already as the 14 joints (T, 14, 3) as 3DPW's test database stores it."""
+    if gt.ndim == 3 and gt.shape[1:] == (14, 3) and pred.shape[1:] == (17, 3) and len(gt) == len(pred):
+        gt14 = gt
+    else:
+        _check(pred, gt)
+        gt14 = gt[:, H36M_TO_J14]
+    return evaluate_joint_set(pred[:, H36M_TO_J14], gt14, J14_HIPS, pred_verts, gt_verts)
+
+
+def evaluate_joint_set(pred: np.ndarray, gt: np.ndarray, centre: tuple[int, ...], pred_verts: np.ndarray | None = None,
+                       gt_verts: np.ndarray | None = None, scored: np.ndarray | None = None) -> Metrics:
+    """One whole sequence, TCMR style, on any joint set: both sides centred on the mean of the `centre` joints,
+    per-frame PA, ACC-ERR over the whole sequence (its first and last frame drop out).
+
+    Args:
+        pred, gt: (T, J, 3) metres; pred_verts, gt_verts: (T, V, 3) or None (MPVE as given, no alignment);
+        scored: (T,) bool frames that count for MPJPE/PA-MPJPE/MPVE (MPI-INF-3DHP's valid frames); ACC-ERR uses all.
+    """
+    if pred.shape != gt.shape or pred.ndim != 3:
+        raise ValueError(f"expected matching (T, J, 3) joint arrays, got {pred.shape} and {gt.shape}")
+    p, g = pred.astype(np.float64), gt.astype(np.float64)
+    p = p - p[:, list(centre), :].mean(1, keepdims=True)
+    g = g - g[:, list(centre), :].mean(1, keepdims=True)
     acc = acc_err(p, g) if len(p) >= 3 else np.zeros(0)
-    mv = None if pred_verts is None else float(mpve(pred_verts.astype(np.float64), gt_verts.astype(np.float64)).mean() * 1000)
-    return Metrics(float(mpjpe(p, g).mean() * 1000), float(pa_mpjpe(p, g).mean() * 1000), mv,
-                   float(acc.mean() * 1000) if len(acc) else float("nan"), len(p), len(acc))
+    s = np.ones(len(p), bool) if scored is None else np.asarray(scored, bool)
+    mv = None
+    if pred_verts is not None:
+        mv = float(mpve(pred_verts[s].astype(np.float64), gt_verts[s].astype(np.float64)).mean() * 1000)
+    n = int(s.sum())
+    return Metrics(float(mpjpe(p[s], g[s]).mean() * 1000) if n else 0.0,
+                   float(pa_mpjpe(p[s], g[s]).mean() * 1000) if n else 0.0, mv,
+                   float(acc.mean() * 1000) if len(acc) else float("nan"), n, len(acc))
 
 
 def evaluate_motionbert(pred: np.ndarray, gt: np.ndarray, pred_verts: np.ndarray | None = None,
@@ -118,7 +142,7 @@ def aggregate(results: list[Metrics]) -> Metrics:
     acc_frames = sum(r.acc_frames for r in results)
     if frames == 0:
         raise ValueError("no frames to aggregate")
-    w = lambda key: sum(getattr(r, key) * r.frames for r in results) / frames  # noqa: E731
+    w = lambda key: sum(getattr(r, key) * r.frames for r in results if r.frames) / frames  # noqa: E731
     mv = None if any(r.mpve is None for r in results) else w("mpve")
     acc = sum(r.acc_err * r.acc_frames for r in results if r.acc_frames) / acc_frames if acc_frames else float("nan")
     return Metrics(w("mpjpe"), w("pa_mpjpe"), mv, acc, frames, acc_frames)

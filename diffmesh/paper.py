@@ -1,0 +1,519 @@
+"""Paper mode: train and evaluate with SMPL on the standard databases, as the paper's tables did.
+
+A *setting* (`SETTINGS` below) names the input (SPIN ResNet-50 features, or 2D keypoints for the DSTformer
+backbone), the training files and how each is used, the evaluation file, the protocol and the paper's numbers.
+`diffmesh paper-train SETTING` and `diffmesh paper-eval CHECKPOINT --setting SETTING [--protocol tcmr|motionbert]`
+run them; docs/reproduce.md lists one command per reported number.
+
+Data path of a training batch (B clips of f frames):
+    features setting: database rows (B, f) -> features (B, f, 2048); SMPL pose/shape targets where the file has them
+        (3DPW), SPIN-49 3D joints -> the 14 common joints (3DPW, H36M, MPI-INF-3DHP), 2D joints -> the 14 common
+        joints normalised to the box (all; InstaVariety has only these). TCMR's batch split: 60 % 2D-only clips.
+    keypoint setting: MotionBERT pickle rows (B, f) -> (x, y, confidence) (B, f, 17, 3); targets SMPL pose/shape and
+        the H36M-17 joints SMPL regresses from them.
+Evaluation: per sequence, the TCMR protocol (one 16-frame window per frame, padded TCMR's way, the centre output
+kept, whole-sequence ACC-ERR) or the MotionBERT protocol (non-overlapping 16-frame clips, ACC-ERR inside clips).
+"""
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .body.smpl import SMPLBody
+from .checkpoint import load_model, read_checkpoint, save_checkpoint
+from .data.databases import (H36M17_TO_MPII3D17, MPII3D17_PELVIS, FrameDatabase, MeshSplit, chunk_starts,
+                             motionbert_clips, normalise_screen, read_database, read_mesh_pickle, sequence_rows)
+from .errors import CheckpointError, DataError
+from .losses import LossWeights, Targets
+from .metrics import H36M_TO_J14, J14_HIPS, Metrics, aggregate, evaluate_joint_set, evaluate_motionbert
+from .model import DiffMeshModel, build_model, model_config
+from .rotations import rotvec_to_rotmat
+from .train import seed_everything, train_step
+
+PROTOCOLS = ("tcmr", "motionbert")
+
+
+@dataclass(frozen=True)
+class TrainFile:
+    """One training file of a setting. kind: 'db' (VIBE/TCMR database) or 'mesh' (MotionBERT pickle, its 'train'
+    split; `dataset` picks its 2D normalisation: pw3d | h36m | coco); use_smpl: train pose/shape on it (TCMR: 3DPW
+    yes, Human3.6M no); until_epoch: drop the file from this epoch on (the released code drops Human3.6M at 20)."""
+
+    name: str
+    kind: str = "db"
+    use_smpl: bool = False
+    dataset: str = ""
+    until_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class Setting:
+    table: str
+    input: str                      # features | keypoints
+    train: tuple[TrainFile, ...]
+    eval_file: str
+    eval_kind: str                  # db | mesh
+    protocol: str                   # the protocol the paper's number follows
+    joint_set: str = "j14"          # j14 (3DPW, H36M) | mpii3d17 (MPI-INF-3DHP)
+    eval_dataset: str = ""          # MotionBERT normalisation of the eval pickle
+    paper: dict = field(default_factory=dict)   # the paper's values, mm
+    steps_per_epoch: int | None = 500           # TCMR's 500 iterations an epoch; None = one pass over the 3D clips
+
+
+_RESNET_3D = (TrainFile("mpii3d_train_scale12_db.pt"), TrainFile("h36m_train_25fps_db.pt"))
+_INSTA = TrainFile("insta_train_db.h5")
+_PW3D_TRAIN = TrainFile("3dpw_train_db.pt", use_smpl=True)
+_MB_PW3D = TrainFile("mesh_det_pw3d.pkl", kind="mesh", use_smpl=True, dataset="pw3d")
+_MB_H36M = TrainFile("mesh_det_h36m.pkl", kind="mesh", use_smpl=True, dataset="h36m")
+
+SETTINGS: dict[str, Setting] = {
+    "resnet-3dpw": Setting("2 (fixed ResNet-50, 3DPW)", "features", (_PW3D_TRAIN, *_RESNET_3D, _INSTA),
+                           "3dpw_test_db.pt", "db", "tcmr",
+                           paper=dict(mpve=94.0, mpjpe=77.2, pa_mpjpe=48.5, acc_err=6.3)),
+    "resnet-h36m": Setting("2 (fixed ResNet-50, Human3.6M)", "features", (_PW3D_TRAIN, *_RESNET_3D, _INSTA),
+                           "h36m_test_25fps_nosmpl_db.pt", "db", "tcmr",
+                           paper=dict(mpjpe=65.3, pa_mpjpe=41.9, acc_err=3.3)),
+    "resnet-no3dpw": Setting("3 (fixed ResNet-50, no 3DPW training)", "features", (*_RESNET_3D, _INSTA),
+                             "3dpw_test_db.pt", "db", "tcmr",
+                             paper=dict(mpve=105.9, mpjpe=88.7, pa_mpjpe=53.0, acc_err=6.5)),
+    "resnet-mpii3d": Setting("5 (fixed ResNet-50, MPI-INF-3DHP)", "features", (*_RESNET_3D, _INSTA),
+                             "mpii3d_val_scale12_db.pt", "db", "tcmr", joint_set="mpii3d17",
+                             paper=dict(mpjpe=78.9, pa_mpjpe=54.4, acc_err=7.0)),
+    "dstformer-3dpw": Setting("2 (DSTformer, 3DPW); 6, 7, 8 (ablations)", "keypoints",
+                              (_MB_PW3D, TrainFile(_MB_H36M.name, "mesh", True, "h36m", until_epoch=20)),
+                              "mesh_det_pw3d.pkl", "mesh", "motionbert", eval_dataset="pw3d",
+                              paper=dict(mpve=86.4, mpjpe=75.7, pa_mpjpe=45.6, acc_err=6.1), steps_per_epoch=None),
+    "dstformer-h36m": Setting("2 (DSTformer, Human3.6M)", "keypoints", (_MB_H36M,), "mesh_det_h36m.pkl", "mesh",
+                              "motionbert", eval_dataset="h36m", paper=dict(mpve=64.2, mpjpe=52.5, pa_mpjpe=33.5,
+                                                                            acc_err=5.5), steps_per_epoch=None),
+}
+
+
+def get_setting(name: str) -> Setting:
+    if name not in SETTINGS:
+        raise DataError(f"unknown setting '{name}'; choose one of {sorted(SETTINGS)}")
+    return SETTINGS[name]
+
+
+# ---------------------------------------------------------------- training clips
+
+class FeatureClips:
+    """Training clips of one VIBE/TCMR database: f consecutive rows of one sequence every `stride` rows."""
+
+    def __init__(self, db: FrameDatabase, f: int, stride: int, use_smpl: bool):
+        self.db, self.f = db, f
+        self.starts = chunk_starts(db.vid_name, f, stride)
+        self.has_smpl = use_smpl and db.pose is not None
+        self.has_3d = db.joints3d is not None
+        self.only_2d = not (self.has_smpl or self.has_3d)
+        if db.features is None:
+            raise DataError(f"{db.name} has no 'features'; the ResNet-50 settings need them")
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, picks: np.ndarray) -> dict:
+        rows = self.starts[picks][:, None] + np.arange(self.f)                   # (B, f), contiguous
+        flat = rows.ravel()
+        uniq, inverse = np.unique(flat, return_inverse=True)                      # h5py reads increasing indices only
+        feats = np.asarray(self.db.features[uniq], dtype=np.float32)[inverse]
+        B, f = rows.shape
+        out = {"x": feats.reshape(B, f, -1), "valid": self.db.valid[rows],
+               "has_smpl": np.full(B, self.has_smpl), "has_3d": np.full(B, self.has_3d)}
+        out["pose"] = self.db.pose[rows] if self.has_smpl else np.zeros((B, f, 72), np.float32)
+        out["shape"] = self.db.shape[rows].mean(1) if self.has_smpl else np.zeros((B, 10), np.float32)
+        out["joints3d"] = (self.db.joints3d_j14(flat).reshape(B, f, 14, 3) if self.has_3d
+                           else np.zeros((B, f, 14, 3), np.float32))
+        if self.db.joints2d is not None:
+            uv, conf = self.db.keypoints2d_j14(flat)
+            out["kp2d"], out["kp2d_conf"] = uv.reshape(B, f, 14, 2), conf.reshape(B, f, 14)
+        else:
+            out["kp2d"], out["kp2d_conf"] = np.zeros((B, f, 14, 2), np.float32), np.zeros((B, f, 14), np.float32)
+        return out
+
+
+class KeypointClips:
+    """Training clips of one MotionBERT mesh split: MotionBERT's clip cutting (stride 8 in training)."""
+
+    def __init__(self, split: MeshSplit, dataset: str, f: int, stride: int):
+        self.split, self.f = split, f
+        self.clips = motionbert_clips(split.source, f, stride)
+        xy = normalise_screen(split.joint_2d, split.resolution(dataset))
+        self.inputs = np.concatenate([xy, split.confidence[..., None]], -1).astype(np.float32)   # (N, 17, 3)
+        self.only_2d = False
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def batch(self, picks: np.ndarray) -> dict:
+        rows = self.clips[picks]
+        B = len(rows)
+        return {"x": self.inputs[rows], "pose": self.split.smpl_pose[rows], "shape": self.split.smpl_shape[rows].mean(1),
+                "valid": np.ones(rows.shape, bool), "has_smpl": np.ones(B, bool), "has_3d": np.ones(B, bool)}
+
+
+def smpl_rotmats(pose: np.ndarray | Tensor) -> Tensor:
+    """Axis-angle (..., 72) -> (..., 24, 3, 3)."""
+    pose = torch.as_tensor(pose, dtype=torch.float32)
+    return rotvec_to_rotmat(pose.reshape(*pose.shape[:-1], 24, 3))
+
+
+def to_training_batch(batch: dict, body: SMPLBody, device) -> tuple[Tensor, Targets]:
+    """Numpy clip batch -> model input and Targets (features: 14 common joints centred on the hips, 2D; keypoints:
+    the H36M-17 joints of the SMPL ground truth, centred on the pelvis)."""
+    t = lambda k, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(batch[k]), dtype=dt, device=device)  # noqa
+    rotmats = smpl_rotmats(batch["pose"]).to(device)
+    shape = t("shape")
+    if "joints3d" in batch:                                                        # features: database joints
+        return t("x"), Targets(rotmats, shape, t("joints3d"), t("kp2d"), t("valid", torch.bool),
+                               joint_index=torch.as_tensor(H36M_TO_J14, device=device), centre=J14_HIPS,
+                               keypoints2d_conf=t("kp2d_conf"), has_smpl=t("has_smpl", torch.bool),
+                               has_joints3d=t("has_3d", torch.bool))
+    B, f = rotmats.shape[:2]
+    with torch.no_grad():
+        per_frame_shape = torch.as_tensor(batch["shape"], device=device).repeat_interleave(f, 0)
+        joints = body(rotmats.flatten(0, 1), per_frame_shape, with_vertices=False).joints.view(B, f, 17, 3)
+    return t("x"), Targets(rotmats, shape, joints, None, t("valid", torch.bool))
+
+
+@dataclass
+class PaperTrainSettings:
+    """Everything a paper-mode run depends on (saved in its checkpoints). Defaults: the paper's Sec. 4.1 (Adam,
+    lr 5e-5, x0.98 per epoch, batch 64, 60 epochs, f = 16, N = 30) and Eq. 8-10's weights."""
+
+    setting: str = "resnet-3dpw"
+    preset: str = "paper"
+    method: str = "diffmesh"
+    frames: int = 16
+    steps: int = 30
+    denoiser_design: str = "cross"
+    epochs: int = 60
+    steps_per_epoch: int = 0            # 0: the setting's (TCMR: 500; MotionBERT: one pass over the 3D clips)
+    batch_size: int = 64
+    lr: float = 5e-5
+    lr_decay: float = 0.98
+    weight_decay: float = 0.0
+    aux_weight: float = 0.01
+    train_stride: int = 0               # 0: 1 for databases (TCMR's overlap), 8 for MotionBERT pickles
+    seed: int = 0
+    max_grad_norm: float = 1.0
+    eval_limit: int = 0                 # sequences validated each epoch (0 = all)
+
+
+class Mixture:
+    """Draws training batches from several clip sources: TCMR's split (60 % of each batch from 2D-only sources
+    when any exist), each group sampled in proportion to its clip counts."""
+
+    def __init__(self, sources: list[tuple[TrainFile, object]]):
+        self.sources = sources
+
+    def active(self, epoch: int) -> list[tuple[TrainFile, object]]:
+        return [(tf, s) for tf, s in self.sources if tf.until_epoch is None or epoch < tf.until_epoch]
+
+    def draw(self, rng: np.random.Generator, batch_size: int, epoch: int) -> list[dict]:
+        active = self.active(epoch)
+        two_d = [s for _, s in active if s.only_2d]
+        three_d = [s for _, s in active if not s.only_2d]
+        n2 = int(0.6 * batch_size) if two_d and three_d else (batch_size if two_d else 0)
+        parts = []
+        for group, n in ((two_d, n2), (three_d, batch_size - n2)):
+            if n == 0:
+                continue
+            sizes = np.array([len(s) for s in group], np.float64)
+            which = rng.choice(len(group), n, p=sizes / sizes.sum())
+            for k in np.unique(which):
+                m = int((which == k).sum())
+                parts.append(group[k].batch(rng.integers(0, len(group[k]), m)))
+        return parts
+
+
+def _merge(parts: list[dict]) -> dict:
+    keys = set.intersection(*(set(p) for p in parts))
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+
+def build_sources(setting: Setting, data_dir: Path, f: int, stride: int) -> Mixture:
+    sources = []
+    cache: dict[str, dict] = {}
+    for tf in setting.train:
+        path = data_dir / tf.name
+        if tf.kind == "db":
+            sources.append((tf, FeatureClips(read_database(path), f, stride or 1, tf.use_smpl)))
+        else:
+            if tf.name not in cache:
+                cache[tf.name] = read_mesh_pickle(path)
+            if "train" not in cache[tf.name]:
+                raise DataError(f"{path.name} has no 'train' split")
+            sources.append((tf, KeypointClips(cache[tf.name]["train"], tf.dataset, f, stride or 8)))
+    for tf, s in sources:
+        if len(s) == 0:
+            raise DataError(f"{tf.name}: no sequence has {f} frames; nothing to train on")
+    return Mixture(sources)
+
+
+def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_dir: str | Path, smpl_path: str | Path,
+                       device: str = "cpu", resume: bool = False, init_backbone: str | None = None,
+                       init_released: str | None = None, quiet: bool = False) -> dict:
+    """Train one setting; writes OUT/last.pt (resumable), OUT/best.pt (lowest eval MPJPE) and OUT/summary.json
+    atomically after every epoch, and TensorBoard logs in OUT/tb."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    setting = get_setting(settings.setting)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    last = out_dir / "last.pt"
+    if last.exists() and not resume:
+        raise DataError(f"{out_dir} already holds a run (last.pt); pass --resume to continue it or choose another --out")
+    body = SMPLBody(smpl_path).to(device)
+    mixture = build_sources(setting, data_dir, settings.frames, settings.train_stride)
+    eval_set = EvalSet.from_setting(setting, data_dir, limit=settings.eval_limit or None)
+    design = {} if settings.denoiser_design == "cross" else {"denoiser_design": settings.denoiser_design}
+    cfg = model_config(settings.preset, method=settings.method, input=setting.input, num_frames=settings.frames,
+                       num_steps=settings.steps, **design)
+    seed_everything(settings.seed)
+    model = build_model(cfg, body).to(device)
+    if init_backbone or init_released:
+        from . import released
+
+        if init_released:
+            released.load_released_diffmesh(model, init_released)
+        else:
+            released.load_motionbert_backbone(model, init_backbone)
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=settings.lr_decay)
+    per_epoch = settings.steps_per_epoch or setting.steps_per_epoch or max(
+        1, sum(len(s) for _, s in mixture.sources if not s.only_2d) // settings.batch_size)
+    weights = LossWeights(aux=settings.aux_weight, keypoints2d=LossWeights.joints3d)
+    epoch, step, best, history = 0, 0, float("inf"), []
+    if resume:
+        if not last.exists():
+            raise DataError(f"nothing to resume in {out_dir} (no last.pt); drop --resume to start a new run")
+        payload = read_checkpoint(last)
+        if payload.get("paper_settings") != asdict(settings):
+            raise CheckpointError(f"{last} was trained with other settings; resume with the same options")
+        model.load_state_dict(payload["model"])
+        opt.load_state_dict(payload["optimizer"])
+        sched.load_state_dict(payload["scheduler"])
+        epoch, step, best = payload["epoch"], payload["step"], payload["best_mpjpe_mm"]
+        history = json.loads(payload["history"])
+    writer = SummaryWriter(str(out_dir / "tb"))
+    gen = torch.Generator(device=device)
+    t0 = time.time()
+    while epoch < settings.epochs:
+        bar = tqdm(range(per_epoch), desc=f"{settings.setting} epoch {epoch + 1}/{settings.epochs}", disable=quiet)
+        running: dict[str, float] = {}
+        for _ in bar:
+            rng = np.random.default_rng([settings.seed, step])
+            x, targets = to_training_batch(_merge(mixture.draw(rng, settings.batch_size, epoch)), body, device)
+            gen.manual_seed(settings.seed * 1_000_003 + step)
+            loss = train_step(model, body, opt, x, targets, weights, generator=gen, max_grad_norm=settings.max_grad_norm)
+            step += 1
+            for k, v in {"total": loss.total.item(), **loss.terms}.items():
+                running[k] = running.get(k, 0.0) + v
+            if step % 10 == 0:
+                for k, v in loss.terms.items():
+                    writer.add_scalar(f"loss/{k}", v, step)
+            bar.set_postfix(loss=f"{loss.total.item():.3f}")
+        sched.step()
+        epoch += 1
+        metrics = eval_set.evaluate(model, body, setting.protocol, setting.joint_set, device=device)
+        history.append({"epoch": epoch, "step": step, "train": {k: v / per_epoch for k, v in running.items()},
+                        "eval": metrics.as_dict(), "seconds": time.time() - t0})
+        for k in ("mpjpe", "pa_mpjpe", "acc_err"):
+            writer.add_scalar(f"eval/{k}", getattr(metrics, k), step)
+        writer.flush()
+        if metrics.mpjpe < best:
+            best = metrics.mpjpe
+            save_checkpoint(out_dir / "best.pt", model, paper_settings=asdict(settings), epoch=epoch, step=step,
+                            eval=metrics.as_dict())
+        save_checkpoint(last, model, paper_settings=asdict(settings), epoch=epoch, step=step, best_mpjpe_mm=best,
+                        history=json.dumps(history), optimizer=opt.state_dict(), scheduler=sched.state_dict())
+        if not quiet:
+            print(f"epoch {epoch}: {setting.protocol} MPJPE {metrics.mpjpe:.1f} PA-MPJPE {metrics.pa_mpjpe:.1f} "
+                  f"ACC-ERR {metrics.acc_err:.2f}")
+    writer.close()
+    summary = {"out": str(out_dir), "settings": asdict(settings), "steps": step, "best_mpjpe_mm": best,
+               "history": history, "device": device}
+    tmp = out_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, out_dir / "summary.json")
+    return summary
+
+
+# ---------------------------------------------------------------- evaluation
+
+@dataclass
+class EvalSequence:
+    """One person-sequence to score: inputs (T, 2048) or (T, 17, 3); ground truth in the joint sets the protocols
+    need (None where the file cannot give it); scored (T,) frames that count for MPJPE (MPI-INF-3DHP's valid_i)."""
+
+    name: str
+    inputs: np.ndarray
+    gt_tcmr: np.ndarray | None          # (T, 14, 3) common joints, or (T, 17, 3) MPI-INF-3DHP joints
+    gt_h36m17: np.ndarray | None        # (T, 17, 3) for the MotionBERT protocol
+    pose: np.ndarray | None             # (T, 72) SMPL ground truth (for MPVE)
+    shape: np.ndarray | None            # (T, 10)
+    scored: np.ndarray
+
+
+def tcmr_windows(T: int, seqlen: int = 16) -> np.ndarray:
+    """TCMR/MPS-Net's evaluation windows: frame t gets frames t-8 .. t+7 when they all exist, else frame t repeated
+    `seqlen` times (their `get_sequence`); the prediction is read at position seqlen // 2. (T, seqlen) indices."""
+    half = seqlen // 2
+    t = np.arange(T)[:, None]
+    idx = t + np.arange(seqlen) - half
+    inside = (idx[:, :1] >= 0) & (idx[:, -1:] <= T - 1)
+    return np.where(inside, idx, t)
+
+
+class EvalSet:
+    def __init__(self, sequences: list[EvalSequence], kind: str, source: str):
+        self.sequences, self.kind, self.source = sequences, kind, source
+
+    @classmethod
+    def from_setting(cls, setting: Setting, data_dir: Path, limit: int | None = None,
+                     eval_file: str | None = None) -> "EvalSet":
+        path = Path(data_dir) / (eval_file or setting.eval_file)
+        seqs = []
+        if setting.eval_kind == "db":
+            db = read_database(path)
+            if db.features is None:
+                raise DataError(f"{path.name} has no 'features' to evaluate a feature model on")
+            mpii = setting.joint_set == "mpii3d17"
+            for rows in db.sequences():
+                if not mpii:                         # TCMR drops invalid frames first (3DPW); MPI scores valid_i only
+                    rows = rows[db.valid[rows]]
+                if len(rows) == 0:
+                    continue
+                gt = db.joints3d_mpii3d17(rows) if mpii else db.joints3d_j14(rows)
+                gt17 = db.joints3d_h36m17(rows)
+                seqs.append(EvalSequence(str(db.vid_name[rows[0]]), np.asarray(db.features[rows], np.float32), gt,
+                                         gt17, None if db.pose is None else db.pose[rows],
+                                         None if db.shape is None else db.shape[rows],
+                                         db.valid[rows] if mpii else np.ones(len(rows), bool)))
+        else:
+            split = read_mesh_pickle(path).get("test")
+            if split is None:
+                raise DataError(f"{path.name} has no 'test' split")
+            xy = normalise_screen(split.joint_2d, split.resolution(setting.eval_dataset))
+            inputs = np.concatenate([xy, split.confidence[..., None]], -1)
+            for rows in sequence_rows(split.source):
+                seqs.append(EvalSequence(str(split.source[rows[0]]), inputs[rows], None, None, split.smpl_pose[rows],
+                                         split.smpl_shape[rows], np.ones(len(rows), bool)))
+        if limit:
+            seqs = seqs[:limit]
+        if not seqs:
+            raise DataError(f"{path.name}: no sequence to evaluate")
+        return cls(seqs, setting.eval_kind, path.name)
+
+    @torch.inference_mode()
+    def evaluate(self, model: DiffMeshModel, body: SMPLBody, protocol: str, joint_set: str = "j14",
+                 device: str = "cpu", batch_size: int = 64) -> Metrics:
+        """Score `model` on every sequence under `protocol` ('tcmr' | 'motionbert'); the metrics of all sequences
+        combined frame-weighted (ACC-ERR weighted by its terms), in mm."""
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got '{protocol}'")
+        model.eval()
+        f = model.cfg.num_frames
+        results = []
+        g = torch.Generator(device=device).manual_seed(0)
+        for seq in self.sequences:
+            T = len(seq.inputs)
+            if protocol == "tcmr" and T < f:                                        # TCMR skips these
+                continue
+            if protocol == "tcmr":
+                windows = tcmr_windows(T, f)
+                keep = (np.arange(T), np.full(T, f // 2))                                  # centre of each window
+            else:
+                windows = motionbert_clips(np.zeros(T), f, f)
+                keep = None
+            rot, shp = [], []
+            for i in range(0, len(windows), batch_size):
+                x = torch.as_tensor(seq.inputs[windows[i:i + batch_size]], device=device)
+                out = model(x, generator=g)
+                rot.append(out.rotmats)
+                shp.append(out.shape[:, None].expand(-1, f, -1))
+            rot, shp = torch.cat(rot), torch.cat(shp)                                       # (W, f, 24, 3, 3)
+            if keep is not None:
+                rot, shp, frames = rot[keep], shp[keep], np.arange(T)
+            else:
+                rot, shp, frames = rot.flatten(0, 1), shp.flatten(0, 1), windows.ravel()
+            pred = _smpl_points(body, rot, shp, with_rest_root=protocol == "tcmr")
+            gt = None
+            if seq.pose is not None:
+                gt = _smpl_points(body, smpl_rotmats(seq.pose[frames]).to(device),
+                                  torch.as_tensor(seq.shape[frames], device=device), with_rest_root=protocol == "tcmr")
+            results.append(_score(seq, frames, pred, gt, protocol, joint_set, f))
+        return aggregate(results)
+
+
+def _smpl_points(body: SMPLBody, rotmats: Tensor, shape: Tensor, with_rest_root: bool, batch: int = 256):
+    """H36M-17 joints and vertices (numpy, metres). with_rest_root: place the root joint where SMPL without
+    translation puts it (TCMR's MPVE compares such meshes as they are); else the root joint sits at the origin."""
+    joints, verts = [], []
+    for i in range(0, len(rotmats), batch):
+        out = body(rotmats[i:i + batch], shape[i:i + batch])
+        offset = 0
+        if with_rest_root:
+            v_shaped = body.v_template + torch.einsum("bs,vcs->bvc", shape[i:i + batch], body.shapedirs)
+            offset = torch.einsum("v,bvc->bc", body.J_regressor[0], v_shaped)[:, None]
+        joints.append((out.joints + offset).cpu().numpy())
+        verts.append((out.vertices + offset).cpu().numpy())
+    return np.concatenate(joints), np.concatenate(verts)
+
+
+def _score(seq: EvalSequence, frames: np.ndarray, pred, gt, protocol: str, joint_set: str, f: int) -> Metrics:
+    pj, pv = pred
+    gj, gv = gt if gt is not None else (None, None)
+    if protocol == "tcmr":
+        if joint_set == "mpii3d17":
+            return evaluate_joint_set(pj[:, H36M17_TO_MPII3D17], seq.gt_tcmr[frames], (MPII3D17_PELVIS,),
+                                      scored=seq.scored[frames])
+        target = seq.gt_tcmr[frames] if seq.gt_tcmr is not None else gj[:, H36M_TO_J14]
+        return evaluate_joint_set(pj[:, H36M_TO_J14], target, J14_HIPS, pv if gv is not None else None, gv)
+    target = gj if gj is not None else seq.gt_h36m17[frames] if seq.gt_h36m17 is not None else None
+    if target is None:
+        raise DataError(f"{seq.name}: the MotionBERT protocol needs the pelvis (SMPL ground truth or 49 joints); "
+                        "this file has only 14 joints and no SMPL parameters")
+    return evaluate_motionbert(pj, target, pv if gv is not None else None, gv, clip_len=f)
+
+
+def run_paper_eval(checkpoint: str | Path, setting_name: str, data_dir: str | Path, smpl_path: str | Path,
+                   protocol: str | None = None, device: str = "cpu", limit: int | None = None,
+                   eval_file: str | None = None) -> dict:
+    """Score one checkpoint on a setting's evaluation file; the protocol defaults to the one the paper's number
+    follows. Returns a report with the paper's values beside ours."""
+    setting = get_setting(setting_name)
+    protocol = protocol or setting.protocol
+    if protocol not in PROTOCOLS:
+        raise DataError(f"--protocol must be one of {PROTOCOLS}, got '{protocol}'")
+    body = SMPLBody(smpl_path)
+    model = load_model(checkpoint, body, expect={"input": setting.input}).to(device)
+    body = body.to(device)
+    eval_set = EvalSet.from_setting(setting, Path(data_dir), limit, eval_file)
+    m = eval_set.evaluate(model, body, protocol, setting.joint_set, device=device)
+    return {"checkpoint": str(checkpoint), "setting": setting_name, "table": setting.table, "protocol": protocol,
+            "eval_file": eval_set.source, "sequences": len(eval_set.sequences), "ours": m.as_dict(),
+            "paper": setting.paper if protocol == setting.protocol else {}}
+
+
+def format_report(r: dict) -> str:
+    rows = [f"{r['setting']} (Table {r['table']}), {r['eval_file']}, {r['protocol']} protocol, "
+            f"{r['sequences']} sequences, {r['ours']['frames']} frames",
+            "| | MPVE | MPJPE | PA-MPJPE | ACC-ERR |", "|---|---|---|---|---|"]
+    o = r["ours"]
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    rows.append(f"| ours | {fmt(o['mpve'])} | {fmt(o['mpjpe'])} | {fmt(o['pa_mpjpe'])} | {fmt(o['acc_err'])} |")
+    if r["paper"]:
+        p = r["paper"]
+        rows.append(f"| paper | {fmt(p.get('mpve'))} | {fmt(p.get('mpjpe'))} | {fmt(p.get('pa_mpjpe'))} | "
+                    f"{fmt(p.get('acc_err'))} |")
+    return "\n".join(rows)
