@@ -90,6 +90,9 @@ def write_all(folder: Path, seed: int = 0) -> Path:
     mpii_train["frame_id"] = np.array([f"frame_{i:06d}" for i in mpii_train["frame_id"]])   # strings in MPI files
     joblib.dump(mpii_train, folder / "mpii3d_train_scale12_db.pt")
     joblib.dump(vibe_db([25, 19], 49, 49, False, rng, valid="valid_i"), folder / "mpii3d_val_scale12_db.pt")
+    posetrack = vibe_db([20, 18], None, 49, False, rng, valid=None)
+    del posetrack["frame_id"]                                                       # PoseTrack's has none
+    joblib.dump(posetrack, folder / "posetrack_train_db.pt")
     insta = vibe_db([30, 22], None, 25, False, rng, valid=None)
     with h5py.File(folder / "insta_train_db.h5", "w") as f:
         f.create_dataset("vid_name", data=np.array([n.encode() for n in insta["vid_name"]]))   # bytes, as VIBE's
