@@ -93,7 +93,8 @@ def _paper_train(args: argparse.Namespace) -> None:
         setting=args.setting, preset=args.preset, method=args.method, frames=args.frames, steps=args.steps,
         denoiser_design=args.denoiser_design, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, weight_decay=args.weight_decay,
-        aux_weight=args.aux_weight, train_stride=args.train_stride, seed=args.seed, eval_limit=args.eval_limit)
+        aux_weight=args.aux_weight, train_stride=args.train_stride, seed=args.seed, eval_limit=args.eval_limit,
+        flip=not args.no_flip)
     out = args.out or f"runs/paper_{args.setting}_{args.method}"
     summary = run_paper_training(out, settings, args.data_dir, args.smpl_path, device=args.device, resume=args.resume,
                                  init_backbone=args.init_backbone, init_released=args.init_released, quiet=args.quiet)
@@ -110,7 +111,8 @@ def _paper_eval(args: argparse.Namespace) -> None:
     if args.json and Path(args.json).exists() and not args.force:
         raise ValueError(f"{args.json} exists; pass --force to replace it or choose another --json path")
     report = run_paper_eval(args.checkpoint, args.setting, args.data_dir, args.smpl_path, protocol=args.protocol,
-                            device=args.device, limit=args.limit, eval_file=args.eval_file)
+                            device=args.device, limit=args.limit, eval_file=args.eval_file,
+                            flip_test=not args.no_flip_test)
     print(format_report(report))
     if args.json:
         write_json(report, Path(args.json))
@@ -239,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the DSTformer backbone")
     p.add_argument("--init-released", default=None, help="released DiffMesh checkpoint to start from (see "
                    "docs/reproduce.md for what maps)")
+    p.add_argument("--no-flip", action="store_true", help="keypoint settings: no mirrored training clips and no flip "
+                   "test while validating (both on by default, as in the released code)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -254,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-file", default=None, help="another file of the same kind to score (e.g. 3dpw_val_db.pt)")
     p.add_argument("--smpl-path", required=True, help="folder with SMPL_NEUTRAL.pkl and J_regressor_h36m.npy")
     p.add_argument("--limit", type=int, default=None, help="score only the first N sequences")
+    p.add_argument("--no-flip-test", action="store_true", help="keypoint models: do not average with the mirrored "
+                   "input's prediction (on by default, as MotionBERT and the released code)")
     p.add_argument("--json", default=None, help="also write the report as JSON to this file")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

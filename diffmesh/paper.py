@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .body.base import H36M_FLIP
 from .body.smpl import SMPLBody
 from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .data.databases import (H36M17_TO_MPII3D17, MPII3D17_PELVIS, FrameDatabase, MeshSplit, chunk_starts,
@@ -162,6 +163,31 @@ class KeypointClips:
                 "valid": np.ones(rows.shape, bool), "has_smpl": np.ones(B, bool), "has_3d": np.ones(B, bool)}
 
 
+# SMPL's left/right joint pairs swapped (MotionBERT's flip_thetas pairs)
+SMPL_FLIP = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
+
+
+def flip_keypoints(x: np.ndarray | Tensor):
+    """Mirror normalised 2D keypoints about the image's vertical centre line: x negated, left and right joints
+    swapped. (..., 17, 3) (x, y, confidence) -> (..., 17, 3)."""
+    out = x[..., list(H36M_FLIP), :].clone() if isinstance(x, Tensor) else x[..., list(H36M_FLIP), :].copy()
+    out[..., 0] = -out[..., 0]
+    return out
+
+
+def flip_pose(pose: np.ndarray) -> np.ndarray:
+    """The SMPL pose of the mirrored body: pairs swapped, the y and z axis-angle components negated. (..., 72)."""
+    aa = pose.reshape(*pose.shape[:-1], 24, 3)[..., list(SMPL_FLIP), :].copy()
+    aa[..., 1:] = -aa[..., 1:]
+    return aa.reshape(pose.shape)
+
+
+def flip_rotmats(R: Tensor) -> Tensor:
+    """`flip_pose` on rotation matrices: M R M with M = diag(-1, 1, 1), pairs swapped. (..., 24, 3, 3)."""
+    M = torch.diag(R.new_tensor([-1.0, 1.0, 1.0]))
+    return M @ R[..., list(SMPL_FLIP), :, :] @ M
+
+
 def smpl_rotmats(pose: np.ndarray | Tensor) -> Tensor:
     """Axis-angle (..., 72) -> (..., 24, 3, 3)."""
     pose = torch.as_tensor(pose, dtype=torch.float32)
@@ -208,6 +234,8 @@ class PaperTrainSettings:
     seed: int = 0
     max_grad_norm: float = 1.0
     eval_limit: int = 0                 # sequences validated each epoch (0 = all)
+    flip: bool = True                   # keypoint settings: mirror half the clips in training and average the
+                                        # prediction with the mirrored input's at test (as the released code)
 
 
 class Mixture:
@@ -296,6 +324,7 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
     per_epoch = settings.steps_per_epoch or setting.steps_per_epoch or max(
         1, sum(len(s) for _, s in mixture.sources if not s.only_2d) // settings.batch_size)
     weights = LossWeights(aux=settings.aux_weight, keypoints2d=LossWeights.joints3d)
+    flip = settings.flip and setting.input == "keypoints"     # features of mirrored crops do not exist
     epoch, step, best, history = 0, 0, float("inf"), []
     if resume:
         if not last.exists():
@@ -316,7 +345,12 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
         running: dict[str, float] = {}
         for _ in bar:
             rng = np.random.default_rng([settings.seed, step])
-            x, targets = to_training_batch(_merge(mixture.draw(rng, settings.batch_size, epoch)), body, device)
+            batch = _merge(mixture.draw(rng, settings.batch_size, epoch))
+            if flip:
+                mirrored = rng.random(len(batch["x"])) < 0.5
+                batch["x"][mirrored] = flip_keypoints(batch["x"][mirrored])
+                batch["pose"][mirrored] = flip_pose(batch["pose"][mirrored])
+            x, targets = to_training_batch(batch, body, device)
             gen.manual_seed(settings.seed * 1_000_003 + step)
             loss = train_step(model, body, opt, x, targets, weights, generator=gen, max_grad_norm=settings.max_grad_norm)
             step += 1
@@ -328,7 +362,7 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
             bar.set_postfix(loss=f"{loss.total.item():.3f}")
         sched.step()
         epoch += 1
-        metrics = eval_set.evaluate(model, body, setting.protocol, setting.joint_set, device=device)
+        metrics = eval_set.evaluate(model, body, setting.protocol, setting.joint_set, device=device, flip_test=flip)
         history.append({"epoch": epoch, "step": step, "train": {k: v / per_epoch for k, v in running.items()},
                         "eval": metrics.as_dict(), "seconds": time.time() - t0})
         for k in ("mpjpe", "pa_mpjpe", "acc_err"):
@@ -420,11 +454,14 @@ class EvalSet:
 
     @torch.inference_mode()
     def evaluate(self, model: DiffMeshModel, body: SMPLBody, protocol: str, joint_set: str = "j14",
-                 device: str = "cpu", batch_size: int = 64) -> Metrics:
+                 device: str = "cpu", batch_size: int = 64, flip_test: bool = False) -> Metrics:
         """Score `model` on every sequence under `protocol` ('tcmr' | 'motionbert'); the metrics of all sequences
-        combined frame-weighted (ACC-ERR weighted by its terms), in mm."""
+        combined frame-weighted (ACC-ERR weighted by its terms), in mm. flip_test (keypoint models): average the
+        joints and vertices with those predicted from the mirrored input, mirrored back (MotionBERT's test)."""
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got '{protocol}'")
+        if flip_test and model.cfg.input != "keypoints":
+            raise ValueError("the flip test needs a keypoint model (features of mirrored crops do not exist)")
         model.eval()
         f = model.cfg.num_frames
         results = []
@@ -439,18 +476,21 @@ class EvalSet:
             else:
                 windows = motionbert_clips(np.zeros(T), f, f)
                 keep = None
-            rot, shp = [], []
-            for i in range(0, len(windows), batch_size):
-                x = torch.as_tensor(seq.inputs[windows[i:i + batch_size]], device=device)
-                out = model(x, generator=g)
-                rot.append(out.rotmats)
-                shp.append(out.shape[:, None].expand(-1, f, -1))
-            rot, shp = torch.cat(rot), torch.cat(shp)                                       # (W, f, 24, 3, 3)
-            if keep is not None:
-                rot, shp, frames = rot[keep], shp[keep], np.arange(T)
-            else:
-                rot, shp, frames = rot.flatten(0, 1), shp.flatten(0, 1), windows.ravel()
-            pred = _smpl_points(body, rot, shp, with_rest_root=protocol == "tcmr")
+            preds = []
+            for mirrored in ((False, True) if flip_test else (False,)):
+                rot, shp = [], []
+                for i in range(0, len(windows), batch_size):
+                    x = torch.as_tensor(seq.inputs[windows[i:i + batch_size]], device=device)
+                    out = model(flip_keypoints(x) if mirrored else x, generator=g)
+                    rot.append(flip_rotmats(out.rotmats) if mirrored else out.rotmats)
+                    shp.append(out.shape[:, None].expand(-1, f, -1))
+                rot, shp = torch.cat(rot), torch.cat(shp)                                   # (W, f, 24, 3, 3)
+                if keep is not None:
+                    rot, shp, frames = rot[keep], shp[keep], np.arange(T)
+                else:
+                    rot, shp, frames = rot.flatten(0, 1), shp.flatten(0, 1), windows.ravel()
+                preds.append(_smpl_points(body, rot, shp, with_rest_root=protocol == "tcmr"))
+            pred = tuple(sum(p[k] for p in preds) / len(preds) for k in range(2))
             gt = None
             if seq.pose is not None:
                 gt = _smpl_points(body, smpl_rotmats(seq.pose[frames]).to(device),
@@ -492,9 +532,10 @@ def _score(seq: EvalSequence, frames: np.ndarray, pred, gt, protocol: str, joint
 
 def run_paper_eval(checkpoint: str | Path, setting_name: str, data_dir: str | Path, smpl_path: str | Path,
                    protocol: str | None = None, device: str = "cpu", limit: int | None = None,
-                   eval_file: str | None = None) -> dict:
+                   eval_file: str | None = None, flip_test: bool = True) -> dict:
     """Score one checkpoint on a setting's evaluation file; the protocol defaults to the one the paper's number
-    follows. Returns a report with the paper's values beside ours."""
+    follows; keypoint models get the flip test unless `flip_test` is False. Returns a report with the paper's
+    values beside ours."""
     setting = get_setting(setting_name)
     protocol = protocol or setting.protocol
     if protocol not in PROTOCOLS:
@@ -503,8 +544,10 @@ def run_paper_eval(checkpoint: str | Path, setting_name: str, data_dir: str | Pa
     model = load_model(checkpoint, body, expect={"input": setting.input}).to(device)
     body = body.to(device)
     eval_set = EvalSet.from_setting(setting, Path(data_dir), limit, eval_file)
-    m = eval_set.evaluate(model, body, protocol, setting.joint_set, device=device)
+    flip_test = flip_test and setting.input == "keypoints"
+    m = eval_set.evaluate(model, body, protocol, setting.joint_set, device=device, flip_test=flip_test)
     return {"checkpoint": str(checkpoint), "setting": setting_name, "table": setting.table, "protocol": protocol,
+            "flip_test": flip_test,
             "eval_file": eval_set.source, "sequences": len(eval_set.sequences), "ours": m.as_dict(),
             "paper": setting.paper if protocol == setting.protocol else {}}
 

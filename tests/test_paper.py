@@ -253,3 +253,37 @@ def test_paper_commands_report_bad_input(files, tmp_path, capsys):
     assert main(["paper-train", "resnet-3dpw", "--data-dir", str(data), "--smpl-path", str(tmp_path),
                  "--out", str(tmp_path / "r")]) == 2
     assert "SMPL model not found" in capsys.readouterr().err
+
+
+def test_flip_is_a_mirror_in_both_forms():
+    from diffmesh.paper import flip_keypoints, flip_pose, flip_rotmats
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 16, 17, 3)).astype(np.float32)
+    np.testing.assert_array_equal(flip_keypoints(flip_keypoints(x)), x)
+    assert flip_keypoints(x)[0, 0, 1, 0] == -x[0, 0, 4, 0]                 # right hip <- mirrored left hip
+    pose = rng.normal(0, 0.5, (5, 72)).astype(np.float32)
+    np.testing.assert_allclose(flip_pose(flip_pose(pose)), pose)
+    torch.testing.assert_close(flip_rotmats(smpl_rotmats(pose)), smpl_rotmats(flip_pose(pose)), atol=1e-5, rtol=0)
+
+
+def test_flip_test_averages_with_the_mirrored_prediction(files):
+    from diffmesh.paper import flip_keypoints, flip_rotmats
+
+    data, smpl = files
+    body = SMPLBody(smpl)
+    torch.manual_seed(2)
+    model = build_model(model_config("tiny", input="keypoints"), body).eval()
+    eval_set = EvalSet.from_setting(SETTINGS["dstformer-3dpw"], data, limit=1)
+    seq = eval_set.sequences[0]
+    with torch.inference_mode():
+        m = eval_set.evaluate(model, body, "motionbert", flip_test=True)
+        x = torch.as_tensor(seq.inputs[:32]).view(2, 16, 17, 3)
+        a, b = model(x), model(flip_keypoints(x))
+        ja = body(a.rotmats.flatten(0, 1), a.shape.repeat_interleave(16, 0)).joints
+        jb = body(flip_rotmats(b.rotmats).flatten(0, 1), b.shape.repeat_interleave(16, 0)).joints
+        gt = body(smpl_rotmats(seq.pose[:32]), torch.as_tensor(seq.shape[:32])).joints
+    p = ((ja + jb) / 2).numpy().astype(np.float64)
+    p, g = p - p[:, :1], (gt - gt[:, :1]).numpy()
+    keep = [1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 13, 14, 15, 16]
+    assert m.mpjpe == pytest.approx(np.linalg.norm(p[:, keep] - g[:, keep], axis=-1).mean() * 1000, abs=1e-3)
