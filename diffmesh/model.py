@@ -24,6 +24,7 @@ from .rotations import rot6d_to_rotmat, rotmat_to_rot6d
 
 METHODS = ("diffmesh", "baseline1", "baseline2", "perframe")
 INPUTS = ("keypoints", "features")
+DENOISER_DESIGNS = ("cross", "two_self", "one_self")   # paper Table 7: (c), (b), (a)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ModelConfig:
     adapter_heads: int = 8
     adapter_mlp_ratio: float = 2.0
     adapter_maxlen: int = 243       # longest clip the temporal position embedding covers
+    adapter_rep_dim: int = 0        # > 0: DSTformer's pre_logits (Linear adapter_dim -> rep + Tanh) before to_tokens
     gen_dim: int = 256              # conditional-feature generation block width (released: 256)
     gen_depth: int = 2
     gen_heads: int = 8
@@ -48,6 +50,8 @@ class ModelConfig:
     denoiser_depth: int = 4         # two-stream blocks (released: 4)
     denoiser_heads: int = 4
     denoiser_mlp_ratio: float = 2.0
+    denoiser_design: str = "cross"  # Table 7: cross (c) | two_self (b) | one_self (a); see TwoStreamBlock, ConcatBlock
+    norm_eps: float = 1e-5          # eps of every LayerNorm (MotionBERT / released DiffMesh: 1e-6)
     beta_start: float = 1e-4        # DiffMesh motion schedule (DiffPose's linear, released values)
     beta_end: float = 1e-3
     dropout: float = 0.0
@@ -60,6 +64,12 @@ class ModelConfig:
             raise ValueError(f"method must be one of {METHODS}, got '{self.method}'")
         if self.input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}, got '{self.input}'")
+        if self.denoiser_design not in DENOISER_DESIGNS:
+            raise ValueError(f"denoiser_design must be one of {DENOISER_DESIGNS}, got '{self.denoiser_design}'")
+        if self.adapter_rep_dim < 0:
+            raise ValueError(f"adapter_rep_dim must be >= 0 (0 = no pre_logits), got {self.adapter_rep_dim}")
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
         if self.num_frames < 1:
             raise ValueError(f"num_frames (f) must be >= 1, got {self.num_frames}")
         if self.num_steps < self.num_frames:
@@ -105,10 +115,10 @@ def mlp(dim: int, ratio: float, dropout: float = 0.0) -> nn.Sequential:
 class Block(nn.Module):
     """Pre-norm transformer block: x + Attn(LN x), then x + MLP(LN x). Input and output (B, L, dim)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float = 0.0, eps: float = 1e-5):
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads, dropout)
-        self.norm2, self.mlp = nn.LayerNorm(dim), mlp(dim, mlp_ratio, dropout)
+        self.norm1, self.attn = nn.LayerNorm(dim, eps=eps), Attention(dim, heads, dropout)
+        self.norm2, self.mlp = nn.LayerNorm(dim, eps=eps), mlp(dim, mlp_ratio, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
@@ -128,7 +138,10 @@ def sinusoidal_embedding(steps: Tensor, dim: int) -> Tensor:
 
 class SpatioTemporalAdapter(nn.Module):
     """DSTformer-style backbone for 2D keypoints: each layer runs a spatial->temporal and a temporal->spatial
-    branch and fuses them with learned per-token weights. (B, f, J, 3) -> (B, f, T=J, d)."""
+    branch and fuses them with learned per-token weights. (B, f, J, 3) -> (B, f, T=J, d).
+
+    With cfg.adapter_rep_dim = R > 0, `pre_logits` (Linear C -> R, Tanh; DSTformer's representation layer) maps
+    the normed (B, f, J, C) features to (B, f, J, R) before `to_tokens` (Linear R -> d, ReLU)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -136,14 +149,17 @@ class SpatioTemporalAdapter(nn.Module):
         self.joint_embed = nn.Linear(3, dim)
         self.spatial_pos = nn.Parameter(torch.randn(1, 1, J, dim) * 0.02)
         self.temporal_pos = nn.Parameter(torch.randn(1, cfg.adapter_maxlen, 1, dim) * 0.02)
-        make = lambda: Block(dim, cfg.adapter_heads, cfg.adapter_mlp_ratio, cfg.dropout)  # noqa: E731
+        make = lambda: Block(dim, cfg.adapter_heads, cfg.adapter_mlp_ratio, cfg.dropout, cfg.norm_eps)  # noqa: E731
         self.st_spatial = nn.ModuleList(make() for _ in range(cfg.adapter_depth))
         self.st_temporal = nn.ModuleList(make() for _ in range(cfg.adapter_depth))
         self.ts_temporal = nn.ModuleList(make() for _ in range(cfg.adapter_depth))
         self.ts_spatial = nn.ModuleList(make() for _ in range(cfg.adapter_depth))
         self.fuse = nn.ModuleList(nn.Linear(2 * dim, 2) for _ in range(cfg.adapter_depth))
-        self.norm = nn.LayerNorm(dim)
-        self.to_tokens = nn.Sequential(nn.Linear(dim, cfg.token_dim), nn.ReLU())
+        self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
+        rep = cfg.adapter_rep_dim or dim
+        # (B, f, J, C) -> (B, f, J, R); None (no parameters) when adapter_rep_dim is 0
+        self.pre_logits = nn.Sequential(nn.Linear(dim, rep), nn.Tanh()) if cfg.adapter_rep_dim else None
+        self.to_tokens = nn.Sequential(nn.Linear(rep, cfg.token_dim), nn.ReLU())   # (B, f, J, R) -> (B, f, J, d)
 
     @staticmethod
     def _spatial(block: Block, x: Tensor) -> Tensor:
@@ -164,7 +180,10 @@ class SpatioTemporalAdapter(nn.Module):
             b = self._spatial(s2, self._temporal(t2, x))                         # temporal then spatial
             w = fuse(torch.cat([a, b], -1)).softmax(-1)                          # (B, f, J, 2)
             x = w[..., :1] * a + w[..., 1:] * b
-        return self.to_tokens(self.norm(x))                                      # (B, f, J, d)
+        x = self.norm(x)                                                         # (B, f, J, C)
+        if self.pre_logits is not None:
+            x = self.pre_logits(x)                                               # (B, f, J, R)
+        return self.to_tokens(x)                                                 # (B, f, J, d)
 
 
 class FeatureAdapter(nn.Module):
@@ -192,9 +211,9 @@ class ConditionGenerator(nn.Module):
         self.num_steps = cfg.num_steps
         self.inp = nn.Sequential(nn.Linear(width, cfg.gen_dim), nn.GELU())
         self.pos = nn.Parameter(torch.randn(1, cfg.num_steps, cfg.gen_dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(cfg.gen_dim, cfg.gen_heads, cfg.gen_mlp_ratio, cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg.gen_dim, cfg.gen_heads, cfg.gen_mlp_ratio, cfg.dropout, cfg.norm_eps)
                                     for _ in range(cfg.gen_depth))
-        self.norm = nn.LayerNorm(cfg.gen_dim)
+        self.norm = nn.LayerNorm(cfg.gen_dim, eps=cfg.norm_eps)
         self.out = nn.Sequential(nn.Linear(cfg.gen_dim, width), nn.GELU())
 
     def forward(self, frames: Tensor) -> Tensor:
@@ -209,31 +228,57 @@ class ConditionGenerator(nn.Module):
 # ---------------------------------------------------------------- two-stream denoiser (Fig. 6, Fig. 9)
 
 class TwoStreamBlock(nn.Module):
-    """Mesh and condition streams each self-attend; cross-attention then fuses the condition stream into
-    the mesh stream; each stream has its MLP. `condition_mlp=False` drops the condition stream's MLP
-    where nothing reads it (the last block of a baseline denoiser)."""
+    """Mesh and condition streams each self-attend, then the condition stream is fused into the mesh stream;
+    each stream has its MLP. x, c: (B, T, dim) -> (B, T, dim), (B, T, dim).
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, condition_mlp: bool = True):
+    cross=True (Table 7 (c), the default): the fusion is cross-attention, queries from the mesh stream and
+    keys/values from the condition stream. cross=False (Table 7 (b), two self-attention streams): no attention
+    between the streams; the condition is added token by token, x + fuse(LN c) (`fuse`: Linear dim -> dim).
+    `condition_mlp=False` drops the condition stream's MLP where nothing reads it (the last block of a baseline
+    denoiser)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, condition_mlp: bool = True,
+                 eps: float = 1e-5, cross: bool = True):
         super().__init__()
-        self.norm_x, self.self_x = nn.LayerNorm(dim), Attention(dim, heads, dropout)
-        self.norm_c, self.self_c = nn.LayerNorm(dim), Attention(dim, heads, dropout)
-        self.norm_q, self.norm_kv, self.cross = nn.LayerNorm(dim), nn.LayerNorm(dim), Attention(dim, heads, dropout)
-        self.norm_mx, self.mlp_x = nn.LayerNorm(dim), mlp(dim, mlp_ratio, dropout)
-        self.mlp_c = nn.Sequential(nn.LayerNorm(dim), mlp(dim, mlp_ratio, dropout)) if condition_mlp else None
+        self.use_cross = cross
+        self.norm_x, self.self_x = nn.LayerNorm(dim, eps=eps), Attention(dim, heads, dropout)
+        self.norm_c, self.self_c = nn.LayerNorm(dim, eps=eps), Attention(dim, heads, dropout)
+        if cross:
+            self.norm_q, self.norm_kv = nn.LayerNorm(dim, eps=eps), nn.LayerNorm(dim, eps=eps)
+            self.cross = Attention(dim, heads, dropout)
+        else:
+            self.norm_f, self.fuse = nn.LayerNorm(dim, eps=eps), nn.Linear(dim, dim)
+        self.norm_mx, self.mlp_x = nn.LayerNorm(dim, eps=eps), mlp(dim, mlp_ratio, dropout)
+        self.mlp_c = nn.Sequential(nn.LayerNorm(dim, eps=eps), mlp(dim, mlp_ratio, dropout)) if condition_mlp else None
 
     def forward(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         x = x + self.self_x(self.norm_x(x))                                      # mesh self-attention
         c = c + self.self_c(self.norm_c(c))                                      # condition self-attention
-        x = x + self.cross(self.norm_q(x), self.norm_kv(c))                      # condition -> mesh
+        if self.use_cross:
+            x = x + self.cross(self.norm_q(x), self.norm_kv(c))                  # condition -> mesh (attention)
+        else:
+            x = x + self.fuse(self.norm_f(c))                                    # condition -> mesh (token-wise)
         x = x + self.mlp_x(self.norm_mx(x))
         if self.mlp_c is not None:
             c = c + self.mlp_c(c)
         return x, c
 
 
+class ConcatBlock(Block):
+    """Table 7 (a), one self-attention: a pre-norm `Block` over the 2T concatenated mesh and condition tokens.
+    x, c: (B, T, dim) -> cat (B, 2T, dim) -> Block -> split back into (B, T, dim), (B, T, dim)."""
+
+    def forward(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        T = x.shape[1]
+        h = super().forward(torch.cat([x, c], 1))                                # (B, 2T, dim)
+        return h[:, :T], h[:, T:]
+
+
 class TwoStreamDenoiser(nn.Module):
     """One reverse step: (x (B, T, io_dim), c (B, T, io_dim), step (B,)) -> motion/noise (B, T, io_dim) and,
-    for DiffMesh, the previous condition (B, T, io_dim). io_dim is d, or f*d for Baseline 2, projected to d."""
+    for DiffMesh, the previous condition (B, T, io_dim). io_dim is d, or f*d for Baseline 2, projected to d.
+    The blocks follow cfg.denoiser_design: 'cross' and 'two_self' are `TwoStreamBlock`s (with and without
+    cross-attention), 'one_self' are `ConcatBlock`s over the 2T concatenated tokens."""
 
     def __init__(self, cfg: ModelConfig, io_dim: int, predict_condition: bool):
         super().__init__()
@@ -242,12 +287,18 @@ class TwoStreamDenoiser(nn.Module):
         self.in_c = nn.Linear(io_dim, d) if io_dim != d else nn.Identity()
         self.time = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         depth = cfg.denoiser_depth
-        self.blocks = nn.ModuleList(
-            TwoStreamBlock(d, cfg.denoiser_heads, cfg.denoiser_mlp_ratio, cfg.dropout,
-                           condition_mlp=predict_condition or i < depth - 1)
-            for i in range(depth))
-        self.out_x = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, io_dim))
-        self.out_c = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, io_dim)) if predict_condition else None
+        eps = cfg.norm_eps
+        if cfg.denoiser_design == "one_self":
+            self.blocks = nn.ModuleList(
+                ConcatBlock(d, cfg.denoiser_heads, cfg.denoiser_mlp_ratio, cfg.dropout, eps) for _ in range(depth))
+        else:
+            self.blocks = nn.ModuleList(
+                TwoStreamBlock(d, cfg.denoiser_heads, cfg.denoiser_mlp_ratio, cfg.dropout,
+                               condition_mlp=predict_condition or i < depth - 1, eps=eps,
+                               cross=cfg.denoiser_design == "cross")
+                for i in range(depth))
+        self.out_x = nn.Sequential(nn.LayerNorm(d, eps=eps), nn.Linear(d, io_dim))
+        self.out_c = nn.Sequential(nn.LayerNorm(d, eps=eps), nn.Linear(d, io_dim)) if predict_condition else None
 
     def forward(self, x: Tensor, c: Tensor, step: Tensor) -> tuple[Tensor, Tensor | None]:
         t = self.time(sinusoidal_embedding(step, self.time[0].in_features))[:, None]  # (B, 1, d)
@@ -399,8 +450,11 @@ PRESETS: dict[str, dict] = {
     "small": dict(token_dim=64, adapter_dim=256, adapter_depth=3, adapter_heads=8, gen_dim=256, gen_depth=2,
                   gen_heads=8, gen_mlp_ratio=0.25, denoiser_depth=3, denoiser_heads=4, denoiser_mlp_ratio=2.0),
     # The released code's sizes (DSTformer 512 x 5, tokens 17 x 128, generation block 256 x 2, denoiser 4 blocks).
+    # adapter_rep_dim=512 is DSTformer's pre_logits and norm_eps=1e-6 MotionBERT's LayerNorm eps, so that
+    # MotionBERT / released DiffMesh weights load exactly (diffmesh.released).
     "paper": dict(token_dim=128, adapter_dim=512, adapter_depth=5, adapter_heads=8, gen_dim=256, gen_depth=2,
-                  gen_heads=8, gen_mlp_ratio=0.125, denoiser_depth=4, denoiser_heads=4, denoiser_mlp_ratio=2.0),
+                  gen_heads=8, gen_mlp_ratio=0.125, denoiser_depth=4, denoiser_heads=4, denoiser_mlp_ratio=2.0,
+                  adapter_rep_dim=512, norm_eps=1e-6),
 }
 
 

@@ -307,18 +307,21 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
     body = SMPLBody(smpl_path).to(device)
     mixture = build_sources(setting, data_dir, settings.frames, settings.train_stride)
     eval_set = EvalSet.from_setting(setting, data_dir, limit=settings.eval_limit or None)
-    design = {} if settings.denoiser_design == "cross" else {"denoiser_design": settings.denoiser_design}
     cfg = model_config(settings.preset, method=settings.method, input=setting.input, num_frames=settings.frames,
-                       num_steps=settings.steps, **design)
+                       num_steps=settings.steps, denoiser_design=settings.denoiser_design)
     seed_everything(settings.seed)
     model = build_model(cfg, body).to(device)
     if init_backbone or init_released:
         from . import released
 
         if init_released:
-            released.load_released_diffmesh(model, init_released)
+            report = released.load_released_diffmesh(model, init_released)
         else:
-            released.load_motionbert_backbone(model, init_backbone)
+            report = released.load_motionbert_backbone(model, init_backbone)
+        (out_dir / "init_report.txt").parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / "init_report.txt").write_text(report.summary() + "\n")
+        if not quiet:
+            print(report.summary())
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=settings.lr_decay)
     per_epoch = settings.steps_per_epoch or setting.steps_per_epoch or max(

@@ -287,3 +287,20 @@ def test_flip_test_averages_with_the_mirrored_prediction(files):
     p, g = p - p[:, :1], (gt - gt[:, :1]).numpy()
     keep = [1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 13, 14, 15, 16]
     assert m.mpjpe == pytest.approx(np.linalg.norm(p[:, keep] - g[:, keep], axis=-1).mean() * 1000, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_paper_train_from_a_released_checkpoint(files, tmp_path):
+    """The paper preset (DSTformer 512 x 5) started from a released-format DiffMesh file through the command line."""
+    from test_released import _random_state_dict
+
+    data, smpl = files
+    ckpt = tmp_path / "best_epoch.bin"
+    torch.save({"epoch": 59, "model": _random_state_dict()}, ckpt)
+    out = tmp_path / "run"
+    assert main(["paper-train", "dstformer-3dpw", "--data-dir", str(data), "--smpl-path", str(smpl), "--out", str(out),
+                 "--init-released", str(ckpt), "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
+                 "--eval-limit", "1", "--no-flip", "--quiet"]) == 0
+    report = (out / "init_report.txt").read_text()
+    assert "mapped" in report and "denoiser" in report
+    assert json.loads((out / "summary.json").read_text())["steps"] == 1
