@@ -32,17 +32,23 @@ def save_checkpoint(path: str | Path, model: DiffMeshModel, **extra) -> None:
         raise
 
 
+def load_weights_only(path: str | Path, what: str = "diffmesh checkpoint", hint: str = "re-download or retrain it"):
+    """torch.load(weights_only=True) on CPU; a missing, corrupt or code-carrying file is one line
+    (MissingFileError / CheckpointError) naming `what` the file should have been."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is corrupt or not a {what} ({first[:120]}); {hint}") from None
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint's payload safely. Raises MissingFileError / CheckpointError with one line."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is corrupt or not a diffmesh checkpoint ({first[:120]}); "
-                              "re-download or retrain it") from None
+    payload = load_weights_only(path, "diffmesh checkpoint")
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{path} is not a diffmesh checkpoint (no model/config inside)")
     if payload.get("format_version") != FORMAT_VERSION:

@@ -10,7 +10,7 @@ root-relative (pelvis at the origin), in camera axes:
   time: forward pass of the network (no body model) per frame, batch of 32 clips, after one warm-up batch.
 """
 
-import json
+
 import time
 from pathlib import Path
 
@@ -158,9 +158,6 @@ def format_table(report: dict) -> str:
 
 
 def write_json(report: dict, path: Path) -> None:
-    import os
+    from .outdir import write_json as write_atomically
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
+    write_atomically(report, path)

@@ -1,6 +1,7 @@
 """Output folders that appear whole or not at all: everything is written into a hidden staging folder next to
 OUTDIR, which replaces OUTDIR only when complete; an existing OUTDIR is kept unless `force`."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -34,3 +35,11 @@ def commit_outdir(staging: Path, outdir: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
     else:
         os.replace(staging, outdir)
+
+
+def write_json(obj, path: str | Path) -> None:
+    """Write `obj` as indented JSON to `path` atomically (a hidden temp file beside it, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)

@@ -16,7 +16,6 @@ kept, whole-sequence ACC-ERR) or the MotionBERT protocol (non-overlapping 16-fra
 """
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from .errors import CheckpointError, DataError
 from .losses import LossWeights, Targets
 from .metrics import H36M_TO_J14, J14_HIPS, Metrics, aggregate, evaluate_joint_set, evaluate_motionbert
 from .model import DiffMeshModel, build_model, model_config
+from .outdir import write_json
 from .rotations import rotvec_to_rotmat
 from .train import seed_everything, train_step
 
@@ -383,9 +383,7 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
     writer.close()
     summary = {"out": str(out_dir), "settings": asdict(settings), "steps": step, "best_mpjpe_mm": best,
                "history": history, "device": device}
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out_dir / "summary.json")
+    write_json(summary, out_dir / "summary.json")
     return summary
 
 

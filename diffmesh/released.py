@@ -41,9 +41,7 @@ Mapping (their key -> ours; C = 512 DSTformer width, d = 128 token width, T = 17
       smpl.*                        dropped (the body model comes from SMPL_NEUTRAL.pkl)
 """
 
-import pickle
 import re
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import CheckpointError, MissingFileError
+from .checkpoint import load_weights_only
+from .errors import CheckpointError
 from .model import DiffMeshModel
 
 RELEASED_EXTRA_STEPS = 14       # the released head hard-codes add_step=14: N = f + 14
@@ -97,15 +96,8 @@ def _read_state_dict(path_or_state_dict, entry: str, what: str) -> tuple[dict[st
     """A state dict with the DataParallel 'module.' prefix removed, from a file or a dict: the payload's `entry`
     ('model_pos' or 'model') when present, else the dict itself if it holds only tensors."""
     if isinstance(path_or_state_dict, (str, Path)):
-        path = Path(path_or_state_dict)
-        source = str(path)
-        if not path.is_file():
-            raise MissingFileError(f"{what} not found: {path}")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"{path} is corrupt or not a {what} ({first[:120]})") from None
+        source = str(path_or_state_dict)
+        payload = load_weights_only(path_or_state_dict, what, hint="is it the file named in docs/reproduce.md?")
     else:
         payload, source = path_or_state_dict, "the given state dict"
     if not isinstance(payload, Mapping):

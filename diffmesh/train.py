@@ -26,6 +26,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .errors import CheckpointError, DataError
 from .losses import LossTerms, LossWeights, Targets, diffmesh_loss
 from .model import DiffMeshModel, build_model, model_config
+from .outdir import write_json
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -229,9 +230,7 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
                "best_val_mpjpe_mm": best, "history": history, "device": str(dev), "world_size": world, "rank": rank}
     if rank == 0:
         writer.close()
-        tmp = out_dir / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=1))
-        os.replace(tmp, out_dir / "summary.json")
+        write_json(summary, out_dir / "summary.json")
     if world > 1:
         torch.distributed.destroy_process_group()
     return summary

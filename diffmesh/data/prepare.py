@@ -6,7 +6,6 @@ complete files; a rerun skips the subjects already done. Every file records the 
 file's md5 and the Anny version; a file that does not match is refused with the command that rebuilds it.
 """
 
-import json
 import os
 import tempfile
 import time
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..body.anny_body import AnnyBody
 from ..errors import DataError
+from ..outdir import write_json
 from .fitting import CMU_TO_ANNY, JOINT_GROUPS, fit_sequence, fit_subject
 from .mocap import CMUMocap
 
@@ -153,9 +153,7 @@ def run_prepare(mocap_path=None, cache_dir=None, subjects: list[str] | None = No
               "iterations": {"subject": subject_iterations, "sequence": sequence_iterations},
               "error": fit_report(files)}
     if set(subjects) == set(all_subjects):
-        tmp = cache_dir / ".report.json.tmp"
-        tmp.write_text(json.dumps(report, indent=1))
-        os.replace(tmp, cache_dir / "report.json")
+        write_json(report, cache_dir / "report.json")
     return report
 
 
