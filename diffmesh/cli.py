@@ -98,6 +98,8 @@ def _paper_train(args: argparse.Namespace) -> None:
     out = args.out or f"runs/paper_{args.setting}_{args.method}"
     summary = run_paper_training(out, settings, args.data_dir, args.smpl_path, device=args.device, resume=args.resume,
                                  init_backbone=args.init_backbone, init_released=args.init_released, quiet=args.quiet)
+    if summary["rank"] > 0:
+        return
     print(f"trained {args.setting} ({summary['steps']} steps): best MPJPE {summary['best_mpjpe_mm']:.1f} mm; "
           f"checkpoints in {out}/best.pt and {out}/last.pt")
 

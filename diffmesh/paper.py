@@ -293,9 +293,14 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
                        device: str = "cpu", resume: bool = False, init_backbone: str | None = None,
                        init_released: str | None = None, quiet: bool = False) -> dict:
     """Train one setting; writes OUT/last.pt (resumable), OUT/best.pt (lowest eval MPJPE) and OUT/summary.json
-    atomically after every epoch, and TensorBoard logs in OUT/tb."""
+    atomically after every epoch, and TensorBoard logs in OUT/tb.
+
+    Several GPUs: `torchrun --nproc_per_node=G -m diffmesh.cli paper-train ...` (DistributedDataParallel; each
+    rank draws its own `batch_size` clips, so the global batch is G x batch_size; rank 0 evaluates and writes)."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
+
+    from .train import _distributed
 
     out_dir, data_dir = Path(out_dir), Path(data_dir)
     setting = get_setting(settings.setting)
@@ -304,13 +309,21 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
     last = out_dir / "last.pt"
     if last.exists() and not resume:
         raise DataError(f"{out_dir} already holds a run (last.pt); pass --resume to continue it or choose another --out")
-    body = SMPLBody(smpl_path).to(device)
+    rank, world, local_rank = _distributed()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            torch.cuda.set_device(local_rank)
+    dev = f"cuda:{local_rank}" if device == "cuda" else device
+    body = SMPLBody(smpl_path).to(dev)
     mixture = build_sources(setting, data_dir, settings.frames, settings.train_stride)
-    eval_set = EvalSet.from_setting(setting, data_dir, limit=settings.eval_limit or None)
+    eval_set = EvalSet.from_setting(setting, data_dir, limit=settings.eval_limit or None) if rank == 0 else None
     cfg = model_config(settings.preset, method=settings.method, input=setting.input, num_frames=settings.frames,
                        num_steps=settings.steps, denoiser_design=settings.denoiser_design)
     seed_everything(settings.seed)
-    model = build_model(cfg, body).to(device)
+    model = build_model(cfg, body).to(dev)
     if init_backbone or init_released:
         from . import released
 
@@ -318,14 +331,15 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
             report = released.load_released_diffmesh(model, init_released)
         else:
             report = released.load_motionbert_backbone(model, init_backbone)
-        (out_dir / "init_report.txt").parent.mkdir(parents=True, exist_ok=True)
-        (out_dir / "init_report.txt").write_text(report.summary() + "\n")
-        if not quiet:
-            print(report.summary())
+        if rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "init_report.txt").write_text(report.summary() + "\n")
+            if not quiet:
+                print(report.summary())
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=settings.lr_decay)
     per_epoch = settings.steps_per_epoch or setting.steps_per_epoch or max(
-        1, sum(len(s) for _, s in mixture.sources if not s.only_2d) // settings.batch_size)
+        1, sum(len(s) for _, s in mixture.sources if not s.only_2d) // (settings.batch_size * world))
     weights = LossWeights(aux=settings.aux_weight, keypoints2d=LossWeights.joints3d)
     flip = settings.flip and setting.input == "keypoints"     # features of mirrored crops do not exist
     epoch, step, best, history = 0, 0, float("inf"), []
@@ -340,50 +354,64 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
         sched.load_state_dict(payload["scheduler"])
         epoch, step, best = payload["epoch"], payload["step"], payload["best_mpjpe_mm"]
         history = json.loads(payload["history"])
-    writer = SummaryWriter(str(out_dir / "tb"))
-    gen = torch.Generator(device=device)
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # keypoint settings have no 2D targets: the camera head gets no gradient, every step alike (a static graph)
+        net = DistributedDataParallel(model, device_ids=[local_rank] if device == "cuda" else None,
+                                      static_graph=setting.input == "keypoints")
+    writer = SummaryWriter(str(out_dir / "tb")) if rank == 0 else None
+    gen = torch.Generator(device=dev)
     t0 = time.time()
     while epoch < settings.epochs:
-        bar = tqdm(range(per_epoch), desc=f"{settings.setting} epoch {epoch + 1}/{settings.epochs}", disable=quiet)
+        bar = tqdm(range(per_epoch), desc=f"{settings.setting} epoch {epoch + 1}/{settings.epochs}",
+                   disable=quiet or rank > 0)
         running: dict[str, float] = {}
         for _ in bar:
-            rng = np.random.default_rng([settings.seed, step])
+            rng = np.random.default_rng([settings.seed, rank, step])
             batch = _merge(mixture.draw(rng, settings.batch_size, epoch))
             if flip:
                 mirrored = rng.random(len(batch["x"])) < 0.5
                 batch["x"][mirrored] = flip_keypoints(batch["x"][mirrored])
                 batch["pose"][mirrored] = flip_pose(batch["pose"][mirrored])
-            x, targets = to_training_batch(batch, body, device)
-            gen.manual_seed(settings.seed * 1_000_003 + step)
-            loss = train_step(model, body, opt, x, targets, weights, generator=gen, max_grad_norm=settings.max_grad_norm)
+            x, targets = to_training_batch(batch, body, dev)
+            gen.manual_seed(settings.seed * 1_000_003 + step * world + rank)
+            loss = train_step(net, body, opt, x, targets, weights, generator=gen, max_grad_norm=settings.max_grad_norm)
             step += 1
             for k, v in {"total": loss.total.item(), **loss.terms}.items():
                 running[k] = running.get(k, 0.0) + v
-            if step % 10 == 0:
+            if writer is not None and step % 10 == 0:
                 for k, v in loss.terms.items():
                     writer.add_scalar(f"loss/{k}", v, step)
             bar.set_postfix(loss=f"{loss.total.item():.3f}")
         sched.step()
         epoch += 1
-        metrics = eval_set.evaluate(model, body, setting.protocol, setting.joint_set, device=device, flip_test=flip)
-        history.append({"epoch": epoch, "step": step, "train": {k: v / per_epoch for k, v in running.items()},
-                        "eval": metrics.as_dict(), "seconds": time.time() - t0})
-        for k in ("mpjpe", "pa_mpjpe", "acc_err"):
-            writer.add_scalar(f"eval/{k}", getattr(metrics, k), step)
-        writer.flush()
-        if metrics.mpjpe < best:
-            best = metrics.mpjpe
-            save_checkpoint(out_dir / "best.pt", model, paper_settings=asdict(settings), epoch=epoch, step=step,
-                            eval=metrics.as_dict())
-        save_checkpoint(last, model, paper_settings=asdict(settings), epoch=epoch, step=step, best_mpjpe_mm=best,
-                        history=json.dumps(history), optimizer=opt.state_dict(), scheduler=sched.state_dict())
-        if not quiet:
-            print(f"epoch {epoch}: {setting.protocol} MPJPE {metrics.mpjpe:.1f} PA-MPJPE {metrics.pa_mpjpe:.1f} "
-                  f"ACC-ERR {metrics.acc_err:.2f}")
-    writer.close()
+        if rank == 0:
+            metrics = eval_set.evaluate(model, body, setting.protocol, setting.joint_set, device=dev, flip_test=flip)
+            history.append({"epoch": epoch, "step": step, "train": {k: v / per_epoch for k, v in running.items()},
+                            "eval": metrics.as_dict(), "seconds": time.time() - t0})
+            for k in ("mpjpe", "pa_mpjpe", "acc_err"):
+                writer.add_scalar(f"eval/{k}", getattr(metrics, k), step)
+            writer.flush()
+            if metrics.mpjpe < best:
+                best = metrics.mpjpe
+                save_checkpoint(out_dir / "best.pt", model, paper_settings=asdict(settings), epoch=epoch, step=step,
+                                eval=metrics.as_dict())
+            save_checkpoint(last, model, paper_settings=asdict(settings), epoch=epoch, step=step, best_mpjpe_mm=best,
+                            history=json.dumps(history), optimizer=opt.state_dict(), scheduler=sched.state_dict())
+            if not quiet:
+                print(f"epoch {epoch}: {setting.protocol} MPJPE {metrics.mpjpe:.1f} PA-MPJPE {metrics.pa_mpjpe:.1f} "
+                      f"ACC-ERR {metrics.acc_err:.2f}")
+        if world > 1:
+            torch.distributed.barrier()
     summary = {"out": str(out_dir), "settings": asdict(settings), "steps": step, "best_mpjpe_mm": best,
-               "history": history, "device": device}
-    write_json(summary, out_dir / "summary.json")
+               "history": history, "device": str(dev), "world_size": world, "rank": rank}
+    if rank == 0:
+        writer.close()
+        write_json(summary, out_dir / "summary.json")
+    if world > 1:
+        torch.distributed.destroy_process_group()
     return summary
 
 

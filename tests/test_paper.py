@@ -304,3 +304,26 @@ def test_paper_train_from_a_released_checkpoint(files, tmp_path):
     report = (out / "init_report.txt").read_text()
     assert "mapped" in report and "denoiser" in report
     assert json.loads((out / "summary.json").read_text())["steps"] == 1
+
+
+@pytest.mark.slow
+def test_paper_train_under_torchrun(files, tmp_path):
+    """Two processes (gloo on CPU here; NCCL with --device cuda), rank 0 writing the run."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from diffmesh.checkpoint import read_checkpoint
+
+    data, smpl = files
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    out = tmp_path / "ddp"
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "diffmesh.cli", "paper-train", "dstformer-3dpw",
+                        "--data-dir", str(data), "--smpl-path", str(smpl), "--out", str(out), "--preset", "tiny",
+                        "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--eval-limit", "1", "--quiet"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
+    assert read_checkpoint(out / "last.pt")["step"] == 2
