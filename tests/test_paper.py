@@ -238,6 +238,10 @@ def test_train_then_eval_end_to_end(files, tmp_path, setting, capsys):
         assert r["protocol"] == protocol and np.isfinite(r["ours"]["mpjpe"]) and np.isfinite(r["ours"]["acc_err"])
         assert 0 < r["ours"]["pa_mpjpe"] <= r["ours"]["mpjpe"] + 1e-6
         assert r["ours"]["mpve"] is not None
+        kept = report.read_bytes()
+        assert main(["paper-eval", str(out / "best.pt"), "--setting", setting, "--data-dir", str(data),
+                     "--smpl-path", str(smpl), "--protocol", protocol, "--json", str(report)]) == 2
+        assert "pass --force" in capsys.readouterr().err and report.read_bytes() == kept
     # the default protocol is the paper's, and its number is printed beside ours
     capsys.readouterr()
     assert main(["paper-eval", str(out / "best.pt"), "--setting", setting, "--data-dir", str(data), "--smpl-path",
