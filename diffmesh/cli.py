@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--denoiser-design", default="cross", choices=["cross", "two_self", "one_self"],
                    help="Table 7: (c) cross (default), (b) two_self, (a) one_self")
     p.add_argument("--aux-weight", type=float, default=0.01, help="w4 of Eq. 10 (Table 8: 0 drops the auxiliary loss)")
-    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=0, help="0: the setting's (60; the refinement settings 30)")
     p.add_argument("--steps-per-epoch", type=int, default=0, help="0: the setting's (TCMR 500; MotionBERT one pass)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-5)

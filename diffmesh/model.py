@@ -52,6 +52,9 @@ class ModelConfig:
     denoiser_mlp_ratio: float = 2.0
     denoiser_design: str = "cross"  # Table 7: cross (c) | two_self (b) | one_self (a); see TwoStreamBlock, ConcatBlock
     norm_eps: float = 1e-5          # eps of every LayerNorm (MotionBERT / released DiffMesh: 1e-6)
+    refine: bool = False            # "with refinement" (Table 2): the head regresses a residual on per-frame initial
+                                    # body parameters given with the input (HybrIK's); see MeshHead
+    refine_dim: int = 512           # hidden width of the refinement head (released: 512)
     beta_start: float = 1e-4        # DiffMesh motion schedule (DiffPose's linear, released values)
     beta_end: float = 1e-3
     dropout: float = 0.0
@@ -313,7 +316,12 @@ class TwoStreamDenoiser(nn.Module):
 class MeshHead(nn.Module):
     """Per-frame features (B, f, T*d) -> per-frame pose (6D per bone, from the body's mean pose), one shape per
     clip (from time-averaged features, from the mean shape) and a per-frame weak-perspective camera (s, tx, ty)
-    that maps root-relative camera-frame joints to normalised image coordinates: uv = s * XY + (tx, ty)."""
+    that maps root-relative camera-frame joints to normalised image coordinates: uv = s * XY + (tx, ty).
+
+    With cfg.refine the pose starts from a given per-frame initial pose (B, f, K, 6) instead of the mean: a residual
+    from [Linear(features), Conv1d_k5(initial pose)] through a temporal Conv1d_k5, zero-initialised so the model
+    starts exactly at the initial pose (the released refiner mixes two 6D layouts and starts elsewhere); the shape
+    starts from the clip's mean initial shape (B, f, S)."""
 
     def __init__(self, cfg: ModelConfig, mean_pose: Tensor, mean_shape: Tensor):
         super().__init__()
@@ -325,11 +333,27 @@ class MeshHead(nn.Module):
         self.register_buffer("mean_pose6d", rotmat_to_rot6d(mean_pose).reshape(K * 6))
         self.register_buffer("mean_shape", mean_shape.reshape(S).clone())
         self.register_buffer("mean_camera", torch.tensor([1.0, 0.0, 0.0]))
+        if cfg.refine:
+            h = cfg.refine_dim
+            self.refine_features = nn.Sequential(nn.Linear(width, h), nn.ReLU())
+            self.refine_initial = nn.Sequential(nn.Conv1d(K * 6, h, 5, padding=2), nn.ReLU())
+            self.refine_pose = nn.Conv1d(2 * h, K * 6, 5, padding=2)
+            nn.init.zeros_(self.refine_pose.weight)
+            nn.init.zeros_(self.refine_pose.bias)
 
-    def forward(self, feats: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, feats: Tensor, init_pose6d: Tensor | None = None, init_shape: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """feats (B, f, T*d); init_pose6d (B, f, K*6) and init_shape (B, f, S) for a refining head."""
         B, f, _ = feats.shape
-        pose6d = (self.pose(feats) + self.mean_pose6d).view(B, f, -1, 6)         # (B, f, K, 6)
-        shape = self.shape(feats.mean(1)) + self.mean_shape                       # (B, S)
+        if init_pose6d is None:
+            pose6d = (self.pose(feats) + self.mean_pose6d).view(B, f, -1, 6)     # (B, f, K, 6)
+            shape = self.shape(feats.mean(1)) + self.mean_shape                   # (B, S)
+        else:
+            a = self.refine_features(feats)                                       # (B, f, h)
+            b = self.refine_initial(init_pose6d.transpose(1, 2)).transpose(1, 2)  # (B, f, h)
+            delta = self.refine_pose(torch.cat([a, b], -1).transpose(1, 2)).transpose(1, 2)
+            pose6d = (init_pose6d + delta).view(B, f, -1, 6)
+            shape = self.shape(feats.mean(1)) + init_shape.mean(1)
         camera = self.camera(feats) + self.mean_camera                            # (B, f, 3)
         return rot6d_to_rotmat(pose6d), pose6d, shape, camera
 
@@ -390,15 +414,19 @@ class DiffMeshModel(nn.Module):
         if not ok:
             raise ValueError(f"{cfg.input} input must have shape {want}, got {tuple(x.shape)}")
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> ModelOutput:
-        """x: keypoints (B, f, 17, 3) or features (B, f, D). `generator` seeds the baselines' Gaussian start."""
+    def forward(self, x: Tensor, generator: torch.Generator | None = None, init_pose: Tensor | None = None,
+                init_shape: Tensor | None = None) -> ModelOutput:
+        """x: keypoints (B, f, 17, 3) or features (B, f, D). `generator` seeds the baselines' Gaussian start.
+        A refining model (cfg.refine) also takes the initial pose (B, f, K, 3, 3) and shape (B, f, S) per frame."""
         self.check_input(x)
         cfg = self.cfg
         B, f, T, d = x.shape[0], cfg.num_frames, cfg.num_tokens, cfg.token_dim
+        init = self._check_initial(B, init_pose, init_shape)
         pred_c = target_c = None
         if cfg.method == "perframe":                                               # every frame on its own
             b = self.adapter(x.reshape(B * f, 1, *x.shape[2:])).reshape(B * f, 1, T * d)
-            rotmats, pose6d, shape, camera = self.head(self.out(b) + b)
+            init = tuple(t.reshape(B * f, 1, -1) for t in init)
+            rotmats, pose6d, shape, camera = self.head(self.out(b) + b, *init)
             return ModelOutput(rotmats.view(B, f, *rotmats.shape[2:]), pose6d.view(B, f, *pose6d.shape[2:]),
                                shape.view(B, f, -1).mean(1), camera.view(B, f, 3), b.view(B, f, T * d), denoiser_calls=0)
         tokens = self.adapter(x)                                                  # (B, f, T, d)
@@ -426,8 +454,22 @@ class DiffMeshModel(nn.Module):
             chain = out.view(B, T, f, d).permute(0, 2, 1, 3).reshape(B, f, T * d)  # split back into frames
             calls = cfg.num_steps
         feats = self.out(chain) + b                                                # (B, f, T*d)
-        rotmats, pose6d, shape, camera = self.head(feats)
+        rotmats, pose6d, shape, camera = self.head(feats, *init)
         return ModelOutput(rotmats, pose6d, shape, camera, feats, pred_c, target_c, calls)
+
+    def _check_initial(self, B: int, init_pose: Tensor | None, init_shape: Tensor | None) -> tuple:
+        """() for a plain model; (init pose 6D (B, f, K*6), init shape (B, f, S)) for a refining one."""
+        cfg = self.cfg
+        if not cfg.refine:
+            if init_pose is not None:
+                raise ValueError("this model does not refine initial body parameters; do not pass init_pose")
+            return ()
+        want = ((B, cfg.num_frames, cfg.num_bones, 3, 3), (B, cfg.num_frames, cfg.num_shape))
+        if init_pose is None or init_shape is None or (tuple(init_pose.shape), tuple(init_shape.shape)) != want:
+            got = None if init_pose is None else (tuple(init_pose.shape), tuple(getattr(init_shape, "shape", ())))
+            raise ValueError(f"this model refines initial body parameters (HybrIK's): pass init_pose {want[0]} and "
+                             f"init_shape {want[1]}, got {got}")
+        return rotmat_to_rot6d(init_pose).flatten(2), init_shape
 
     def _motion_step(self, x: Tensor, c: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
         # The network outputs the step's displacement; dividing by sqrt(beta_i) expresses it as the motion m_i

@@ -65,6 +65,8 @@ class Setting:
     eval_dataset: str = ""          # MotionBERT normalisation of the eval pickle
     paper: dict = field(default_factory=dict)   # the paper's values, mm
     steps_per_epoch: int | None = 500           # TCMR's 500 iterations an epoch; None = one pass over the 3D clips
+    refine: bool = False                        # the head refines HybrIK's per-frame SMPL ("with refinement")
+    epochs: int = 60                            # the paper's 60; the released refinement config trains 30
 
 
 # The paper (Sec. 4.2) trains on PoseTrack and InstaVariety (2D) and 3DPW, Human3.6M and AMASS (3D). AMASS has no
@@ -76,6 +78,9 @@ _MPII3D = TrainFile("mpii3d_train_scale12_db.pt")
 _PW3D_TRAIN = TrainFile("3dpw_train_db.pt", use_smpl=True)
 _MB_PW3D = TrainFile("mesh_det_pw3d.pkl", kind="mesh", use_smpl=True, dataset="pw3d")
 _MB_H36M = TrainFile("mesh_det_h36m.pkl", kind="mesh", use_smpl=True, dataset="h36m")
+# the refinement's files: the same pickles plus HybrIK's predictions (MotionBERT's refine branch, docs/mesh.md)
+_MB_PW3D_HYBRIK = TrainFile("mesh_det_pw3d_w_hybrik_pred_hr48_w.pkl", kind="mesh", use_smpl=True, dataset="pw3d")
+_MB_H36M_HYBRIK = "mesh_det_h36m_w_hybrik_pred.pkl"
 
 SETTINGS: dict[str, Setting] = {
     "resnet-3dpw": Setting("2 (fixed ResNet-50, 3DPW)", "features", (_PW3D_TRAIN, _H36M, *_2D),
@@ -97,6 +102,16 @@ SETTINGS: dict[str, Setting] = {
     "dstformer-h36m": Setting("2 (DSTformer, Human3.6M)", "keypoints", (_MB_H36M,), "mesh_det_h36m.pkl", "mesh",
                               "motionbert", eval_dataset="h36m", paper=dict(mpve=64.2, mpjpe=52.5, pa_mpjpe=33.5,
                                                                             acc_err=5.5), steps_per_epoch=None),
+    "dstformer-3dpw-refine": Setting("2 (DSTformer with HybrIK refinement, 3DPW)", "keypoints",
+                                     (_MB_PW3D_HYBRIK, TrainFile(_MB_H36M_HYBRIK, "mesh", True, "h36m", until_epoch=20)),
+                                     _MB_PW3D_HYBRIK.name, "mesh", "motionbert", eval_dataset="pw3d",
+                                     paper=dict(mpve=78.4, mpjpe=67.8, pa_mpjpe=40.1, acc_err=6.3),
+                                     steps_per_epoch=None, refine=True, epochs=30),
+    "dstformer-h36m-refine": Setting("2 (DSTformer with HybrIK refinement, Human3.6M)", "keypoints",
+                                     (TrainFile(_MB_H36M_HYBRIK, "mesh", True, "h36m"),), _MB_H36M_HYBRIK, "mesh",
+                                     "motionbert", eval_dataset="h36m",
+                                     paper=dict(mpve=52.1, mpjpe=42.4, pa_mpjpe=27.7, acc_err=5.7),
+                                     steps_per_epoch=None, refine=True, epochs=30),
 }
 
 
@@ -143,11 +158,21 @@ class FeatureClips:
         return out
 
 
-class KeypointClips:
-    """Training clips of one MotionBERT mesh split: MotionBERT's clip cutting (stride 8 in training)."""
+def _require_hybrik(split: MeshSplit, name: str) -> None:
+    if split.hybrik_pose is None:
+        raise DataError(f"{name} has no HybrIK predictions ('pred_smpl_pose', 'pred_smpl_shape'); the refinement "
+                        "settings need the *_w_hybrik_pred*.pkl files of MotionBERT's refine branch "
+                        "(docs/reproduce.md)")
 
-    def __init__(self, split: MeshSplit, dataset: str, f: int, stride: int):
-        self.split, self.f = split, f
+
+class KeypointClips:
+    """Training clips of one MotionBERT mesh split: MotionBERT's clip cutting (stride 8 in training); with `refine`,
+    HybrIK's per-frame SMPL predictions ride along as the model's initial pose and shape."""
+
+    def __init__(self, split: MeshSplit, dataset: str, f: int, stride: int, refine: bool = False, name: str = ""):
+        if refine:
+            _require_hybrik(split, name)
+        self.split, self.f, self.refine = split, f, refine
         self.clips = motionbert_clips(split.source, f, stride)
         xy = normalise_screen(split.joint_2d, split.resolution(dataset))
         self.inputs = np.concatenate([xy, split.confidence[..., None]], -1).astype(np.float32)   # (N, 17, 3)
@@ -159,8 +184,11 @@ class KeypointClips:
     def batch(self, picks: np.ndarray) -> dict:
         rows = self.clips[picks]
         B = len(rows)
-        return {"x": self.inputs[rows], "pose": self.split.smpl_pose[rows], "shape": self.split.smpl_shape[rows].mean(1),
-                "valid": np.ones(rows.shape, bool), "has_smpl": np.ones(B, bool), "has_3d": np.ones(B, bool)}
+        out = {"x": self.inputs[rows], "pose": self.split.smpl_pose[rows], "shape": self.split.smpl_shape[rows].mean(1),
+               "valid": np.ones(rows.shape, bool), "has_smpl": np.ones(B, bool), "has_3d": np.ones(B, bool)}
+        if self.refine:
+            out["init_pose"], out["init_shape"] = self.split.hybrik_pose[rows], self.split.hybrik_shape[rows]
+        return out
 
 
 # SMPL's left/right joint pairs swapped (MotionBERT's flip_thetas pairs)
@@ -194,22 +222,26 @@ def smpl_rotmats(pose: np.ndarray | Tensor) -> Tensor:
     return rotvec_to_rotmat(pose.reshape(*pose.shape[:-1], 24, 3))
 
 
-def to_training_batch(batch: dict, body: SMPLBody, device) -> tuple[Tensor, Targets]:
-    """Numpy clip batch -> model input and Targets (features: 14 common joints centred on the hips, 2D; keypoints:
-    the H36M-17 joints of the SMPL ground truth, centred on the pelvis)."""
+def to_training_batch(batch: dict, body: SMPLBody, device) -> tuple[Tensor, Targets, dict]:
+    """Numpy clip batch -> model input, Targets (features: 14 common joints centred on the hips, 2D; keypoints: the
+    H36M-17 joints of the SMPL ground truth, centred on the pelvis) and further model inputs (HybrIK's init_pose
+    (B, f, 24, 3, 3) and init_shape (B, f, 10) for a refining model)."""
     t = lambda k, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(batch[k]), dtype=dt, device=device)  # noqa
     rotmats = smpl_rotmats(batch["pose"]).to(device)
     shape = t("shape")
+    extra = {}
+    if "init_pose" in batch:
+        extra = {"init_pose": smpl_rotmats(batch["init_pose"]).to(device), "init_shape": t("init_shape")}
     if "joints3d" in batch:                                                        # features: database joints
         return t("x"), Targets(rotmats, shape, t("joints3d"), t("kp2d"), t("valid", torch.bool),
                                joint_index=torch.as_tensor(H36M_TO_J14, device=device), centre=J14_HIPS,
                                keypoints2d_conf=t("kp2d_conf"), has_smpl=t("has_smpl", torch.bool),
-                               has_joints3d=t("has_3d", torch.bool))
+                               has_joints3d=t("has_3d", torch.bool)), extra
     B, f = rotmats.shape[:2]
     with torch.no_grad():
         per_frame_shape = torch.as_tensor(batch["shape"], device=device).repeat_interleave(f, 0)
         joints = body(rotmats.flatten(0, 1), per_frame_shape, with_vertices=False).joints.view(B, f, 17, 3)
-    return t("x"), Targets(rotmats, shape, joints, None, t("valid", torch.bool))
+    return t("x"), Targets(rotmats, shape, joints, None, t("valid", torch.bool)), extra
 
 
 @dataclass
@@ -223,7 +255,7 @@ class PaperTrainSettings:
     frames: int = 16
     steps: int = 30
     denoiser_design: str = "cross"
-    epochs: int = 60
+    epochs: int = 0                     # 0: the setting's (60; the refinement settings 30, as released)
     steps_per_epoch: int = 0            # 0: the setting's (TCMR: 500; MotionBERT: one pass over the 3D clips)
     batch_size: int = 64
     lr: float = 5e-5
@@ -271,6 +303,7 @@ def _merge(parts: list[dict]) -> dict:
 
 
 def build_sources(setting: Setting, data_dir: Path, f: int, stride: int) -> Mixture:
+    """The setting's training files as clip sources (each file read once; missing ones stop with their name)."""
     sources = []
     cache: dict[str, dict] = {}
     for tf in setting.train:
@@ -282,7 +315,8 @@ def build_sources(setting: Setting, data_dir: Path, f: int, stride: int) -> Mixt
                 cache[tf.name] = read_mesh_pickle(path)
             if "train" not in cache[tf.name]:
                 raise DataError(f"{path.name} has no 'train' split")
-            sources.append((tf, KeypointClips(cache[tf.name]["train"], tf.dataset, f, stride or 8)))
+            sources.append((tf, KeypointClips(cache[tf.name]["train"], tf.dataset, f, stride or 8, setting.refine,
+                                              tf.name)))
     for tf, s in sources:
         if len(s) == 0:
             raise DataError(f"{tf.name}: no sequence has {f} frames; nothing to train on")
@@ -321,7 +355,8 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
     mixture = build_sources(setting, data_dir, settings.frames, settings.train_stride)
     eval_set = EvalSet.from_setting(setting, data_dir, limit=settings.eval_limit or None) if rank == 0 else None
     cfg = model_config(settings.preset, method=settings.method, input=setting.input, num_frames=settings.frames,
-                       num_steps=settings.steps, denoiser_design=settings.denoiser_design)
+                       num_steps=settings.steps, denoiser_design=settings.denoiser_design, refine=setting.refine)
+    epochs = settings.epochs or setting.epochs
     seed_everything(settings.seed)
     model = build_model(cfg, body).to(dev)
     if init_backbone or init_released:
@@ -364,8 +399,8 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
     writer = SummaryWriter(str(out_dir / "tb")) if rank == 0 else None
     gen = torch.Generator(device=dev)
     t0 = time.time()
-    while epoch < settings.epochs:
-        bar = tqdm(range(per_epoch), desc=f"{settings.setting} epoch {epoch + 1}/{settings.epochs}",
+    while epoch < epochs:
+        bar = tqdm(range(per_epoch), desc=f"{settings.setting} epoch {epoch + 1}/{epochs}",
                    disable=quiet or rank > 0)
         running: dict[str, float] = {}
         for _ in bar:
@@ -375,9 +410,12 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
                 mirrored = rng.random(len(batch["x"])) < 0.5
                 batch["x"][mirrored] = flip_keypoints(batch["x"][mirrored])
                 batch["pose"][mirrored] = flip_pose(batch["pose"][mirrored])
-            x, targets = to_training_batch(batch, body, dev)
+                if "init_pose" in batch:
+                    batch["init_pose"][mirrored] = flip_pose(batch["init_pose"][mirrored])
+            x, targets, model_inputs = to_training_batch(batch, body, dev)
             gen.manual_seed(settings.seed * 1_000_003 + step * world + rank)
-            loss = train_step(net, body, opt, x, targets, weights, generator=gen, max_grad_norm=settings.max_grad_norm)
+            loss = train_step(net, body, opt, x, targets, weights, generator=gen, max_grad_norm=settings.max_grad_norm,
+                              model_inputs=model_inputs)
             step += 1
             for k, v in {"total": loss.total.item(), **loss.terms}.items():
                 running[k] = running.get(k, 0.0) + v
@@ -429,6 +467,8 @@ class EvalSequence:
     pose: np.ndarray | None             # (T, 72) SMPL ground truth (for MPVE)
     shape: np.ndarray | None            # (T, 10)
     scored: np.ndarray
+    init_pose: np.ndarray | None = None     # (T, 72) HybrIK's pose, for a refining model
+    init_shape: np.ndarray | None = None    # (T, 10)
 
 
 def tcmr_windows(T: int, seqlen: int = 16) -> np.ndarray:
@@ -470,11 +510,14 @@ class EvalSet:
             split = read_mesh_pickle(path).get("test")
             if split is None:
                 raise DataError(f"{path.name} has no 'test' split")
+            if setting.refine:
+                _require_hybrik(split, path.name)
             xy = normalise_screen(split.joint_2d, split.resolution(setting.eval_dataset))
             inputs = np.concatenate([xy, split.confidence[..., None]], -1)
             for rows in sequence_rows(split.source):
+                hybrik = (split.hybrik_pose[rows], split.hybrik_shape[rows]) if setting.refine else (None, None)
                 seqs.append(EvalSequence(str(split.source[rows[0]]), inputs[rows], None, None, split.smpl_pose[rows],
-                                         split.smpl_shape[rows], np.ones(len(rows), bool)))
+                                         split.smpl_shape[rows], np.ones(len(rows), bool), *hybrik))
         if limit:
             seqs = seqs[:limit]
         if not seqs:
@@ -509,8 +552,16 @@ class EvalSet:
             for mirrored in ((False, True) if flip_test else (False,)):
                 rot, shp = [], []
                 for i in range(0, len(windows), batch_size):
-                    x = torch.as_tensor(seq.inputs[windows[i:i + batch_size]], device=device)
-                    out = model(flip_keypoints(x) if mirrored else x, generator=g)
+                    w = windows[i:i + batch_size]
+                    x = torch.as_tensor(seq.inputs[w], device=device)
+                    extra = {}
+                    if model.cfg.refine:
+                        if seq.init_pose is None:
+                            raise DataError(f"{self.source}: a refining model needs HybrIK's predictions in the file")
+                        pose = flip_pose(seq.init_pose[w]) if mirrored else seq.init_pose[w]
+                        extra = {"init_pose": smpl_rotmats(pose).to(device),
+                                 "init_shape": torch.as_tensor(seq.init_shape[w], device=device)}
+                    out = model(flip_keypoints(x) if mirrored else x, generator=g, **extra)
                     rot.append(flip_rotmats(out.rotmats) if mirrored else out.rotmats)
                     shp.append(out.shape[:, None].expand(-1, f, -1))
                 rot, shp = torch.cat(rot), torch.cat(shp)                                   # (W, f, 24, 3, 3)
@@ -570,7 +621,7 @@ def run_paper_eval(checkpoint: str | Path, setting_name: str, data_dir: str | Pa
     if protocol not in PROTOCOLS:
         raise DataError(f"--protocol must be one of {PROTOCOLS}, got '{protocol}'")
     body = SMPLBody(smpl_path)
-    model = load_model(checkpoint, body, expect={"input": setting.input}).to(device)
+    model = load_model(checkpoint, body, expect={"input": setting.input, "refine": setting.refine}).to(device)
     body = body.to(device)
     eval_set = EvalSet.from_setting(setting, Path(data_dir), limit, eval_file)
     flip_test = flip_test and setting.input == "keypoints"

@@ -258,6 +258,11 @@ def load_released_diffmesh(model: DiffMeshModel, path_or_state_dict) -> LoadRepo
     'module.head.*') -> the model's adapter, condition generator, output residual, mesh head and x_end.
     The released denoiser and SMPL are dropped (see the module docstring); returns a LoadReport."""
     sd, source = _read_state_dict(path_or_state_dict, "model", "released DiffMesh checkpoint")
+    if "head.fc2.0.weight" in sd and "head.init_pose" not in sd:
+        raise CheckpointError(
+            f"{source} is the released refinement (HybrIK) checkpoint; its head cannot map onto ours: it encodes "
+            "HybrIK's pose as matrix rows but decodes its output as columns, so its residual undoes that mix-up and "
+            "means nothing in a consistent layout. Train dstformer-3dpw-refine with --init-backbone instead")
     _check_model(model, source)
     if not hasattr(model, "generator"):
         raise CheckpointError(f"{source}: the model (method='{model.cfg.method}') has no condition generator; "

@@ -39,10 +39,11 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def train_step(model: DiffMeshModel, body: BodyModel, optimizer: torch.optim.Optimizer, inputs: Tensor,
                targets: Targets, weights: LossWeights = LossWeights(), generator: torch.Generator | None = None,
-               max_grad_norm: float | None = 1.0) -> LossTerms:
-    """Forward through the whole reverse chain, loss, backward, clip, step. inputs: (B, f, 17, 3) or (B, f, D)."""
+               max_grad_norm: float | None = 1.0, model_inputs: dict | None = None) -> LossTerms:
+    """Forward through the whole reverse chain, loss, backward, clip, step. inputs: (B, f, 17, 3) or (B, f, D);
+    `model_inputs`: further keyword inputs of the model (a refining model's init_pose and init_shape)."""
     model.train()
-    out = model(inputs, generator=generator)
+    out = model(inputs, generator=generator, **(model_inputs or {}))
     loss = diffmesh_loss(out, targets, body, weights)
     optimizer.zero_grad(set_to_none=True)
     loss.total.backward()

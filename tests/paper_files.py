@@ -102,4 +102,9 @@ def write_all(folder: Path, seed: int = 0) -> Path:
     for name, camera in (("mesh_det_pw3d.pkl", False), ("mesh_det_h36m.pkl", True)):
         data = {"train": mesh_split([40, 30], rng, camera), "test": mesh_split([35, 20, 9], rng, camera)}
         (folder / name).write_bytes(pickle.dumps(data))
+        for split in data.values():               # the refinement's files add HybrIK's predictions per frame
+            split["pred_smpl_pose"] = split["smpl_pose"] + rng.normal(0, 0.05, split["smpl_pose"].shape).astype(np.float32)
+            split["pred_smpl_shape"] = split["smpl_shape"] + rng.normal(0, 0.1, split["smpl_shape"].shape).astype(np.float32)
+        hybrik = "mesh_det_pw3d_w_hybrik_pred_hr48_w.pkl" if name == "mesh_det_pw3d.pkl" else "mesh_det_h36m_w_hybrik_pred.pkl"
+        (folder / hybrik).write_bytes(pickle.dumps(data))
     return folder

@@ -215,7 +215,7 @@ def test_mpii3d_joints_come_from_h36m_joints():
 # ---------------------------------------------------------------- end to end through the command line
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting", ["resnet-3dpw", "dstformer-3dpw"])
+@pytest.mark.parametrize("setting", ["resnet-3dpw", "dstformer-3dpw", "dstformer-3dpw-refine"])
 def test_train_then_eval_end_to_end(files, tmp_path, setting, capsys):
     data, smpl = files
     out = tmp_path / "run"
@@ -331,3 +331,29 @@ def test_paper_train_under_torchrun(files, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
     assert read_checkpoint(out / "last.pt")["step"] == 2
+
+
+def test_a_refining_model_starts_at_the_initial_pose(files):
+    data, smpl = files
+    body = SMPLBody(smpl)
+    model = build_model(model_config("tiny", input="keypoints", refine=True), body).eval()
+    split = read_mesh_pickle(data / "mesh_det_pw3d_w_hybrik_pred_hr48_w.pkl")["test"]
+    x = torch.as_tensor(np.concatenate([split.joint_2d[:16] / 960 - 1, split.confidence[:16, :, None]], -1))[None]
+    init = smpl_rotmats(split.hybrik_pose[:16])[None]
+    with torch.inference_mode():
+        out = model(x, init_pose=init, init_shape=torch.as_tensor(split.hybrik_shape[:16])[None])
+    torch.testing.assert_close(out.rotmats, init, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="refines initial body parameters.*init_pose"):
+        model(x)
+
+
+def test_refinement_without_hybrik_predictions_is_one_line(files, tmp_path, capsys):
+    import shutil
+
+    data, smpl = files
+    for name in ("mesh_det_h36m_w_hybrik_pred.pkl",):
+        shutil.copy(data / name, tmp_path / name)
+    shutil.copy(data / "mesh_det_pw3d.pkl", tmp_path / "mesh_det_pw3d_w_hybrik_pred_hr48_w.pkl")   # no predictions
+    assert main(["paper-train", "dstformer-3dpw-refine", "--data-dir", str(tmp_path), "--smpl-path", str(smpl),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "has no HybrIK predictions ('pred_smpl_pose'" in capsys.readouterr().err

@@ -394,3 +394,10 @@ def test_design_shapes_and_gradients(anny_body, design, method):
                max_grad_norm=None)
     missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, f"parameters without gradient: {missing}"
+
+
+def test_the_refinement_checkpoint_is_refused_with_the_reason(released_sd):
+    sd = {k: v for k, v in released_sd.items() if not k.startswith(("module.head.init_", "module.head.head_"))}
+    sd["module.head.fc2.0.weight"] = torch.zeros(512, 144, 5)
+    with pytest.raises(CheckpointError, match="refinement .HybrIK. checkpoint; its head cannot map"):
+        load_released_diffmesh(_paper_model(), {"model": sd})

@@ -190,6 +190,8 @@ class MeshSplit:
     smpl_shape: np.ndarray
     source: np.ndarray
     camera_name: np.ndarray | None = None
+    hybrik_pose: np.ndarray | None = None       # (N, 72) HybrIK's predicted SMPL pose ('pred_smpl_pose'), if present
+    hybrik_shape: np.ndarray | None = None      # (N, 10) its betas ('pred_smpl_shape')
 
     def resolution(self, dataset: str) -> np.ndarray:
         """(N, 2) image (width, height) MotionBERT normalises each frame with: 3DPW 1920 x 1920 (its frames, portrait
@@ -209,7 +211,8 @@ class MeshSplit:
 
 
 def read_mesh_pickle(path: str | Path) -> dict[str, MeshSplit]:
-    """Read a MotionBERT mesh pickle (`mesh_det_pw3d.pkl`, `mesh_det_h36m.pkl`): {'train': MeshSplit, 'test': ...}."""
+    """Read a MotionBERT mesh pickle (`mesh_det_pw3d.pkl`, `mesh_det_h36m.pkl`, or the refinement's
+    `mesh_det_*_w_hybrik_pred*.pkl` with HybrIK's 'pred_smpl_pose'/'pred_smpl_shape'): {'train': MeshSplit, ...}."""
     path = _require_file(path, "MotionBERT mesh pickle")
     raw = safe_load_pickle(path)
     if not isinstance(raw, dict) or not ({"train", "test"} & set(raw)):
@@ -233,9 +236,16 @@ def read_mesh_pickle(path: str | Path) -> dict[str, MeshSplit]:
                 raise DataError(f"{path.name}: '{split}/confidence' has shape {conf.shape}, expected (N, 17, 1)")
             conf = conf[..., 0]
         camera = _strings(d["camera_name"]) if "camera_name" in d else None
+        hybrik = [None, None]
+        if "pred_smpl_pose" in d or "pred_smpl_shape" in d:      # the *_w_hybrik_pred.pkl files of the refinement
+            for i, (key, trailing) in enumerate((("pred_smpl_pose", (72,)), ("pred_smpl_shape", (10,)))):
+                if key not in d:
+                    raise DataError(f"{path.name}: split '{split}' has HybrIK predictions but no '{key}'")
+                _check(path, f"{split}/{key}", np.asarray(d[key]), len(source), trailing)
+                hybrik[i] = np.asarray(d[key], dtype=np.float32)
         out[split] = MeshSplit(np.asarray(d["joint_2d"], dtype=np.float32), np.clip(conf, 0, 1),
                                np.asarray(d["smpl_pose"], dtype=np.float32),
-                               np.asarray(d["smpl_shape"], dtype=np.float32), source, camera)
+                               np.asarray(d["smpl_shape"], dtype=np.float32), source, camera, *hybrik)
     return out
 
 
