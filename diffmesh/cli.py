@@ -70,13 +70,20 @@ def _train(args: argparse.Namespace) -> None:
           f"{summary['best_val_mpjpe_mm']:.1f} mm; checkpoints in {out}/best.pt and {out}/last.pt")
 
 
+def _refuse_existing(path: str | None, force: bool) -> None:
+    """An output file the user already has is kept unless --force."""
+    from pathlib import Path
+
+    if path and Path(path).exists() and not force:
+        raise ValueError(f"{path} exists; pass --force to replace it or choose another --json path")
+
+
 def _eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from .evaluate import format_table, run_eval, write_json
 
-    if args.json and Path(args.json).exists() and not args.force:
-        raise ValueError(f"{args.json} exists; pass --force to replace it or choose another --json path")
+    _refuse_existing(args.json, args.force)
     report = run_eval(args.checkpoints, split=args.split, limit=args.limit, noise=not args.no_noise,
                       device=args.device, with_vertices=not args.no_vertices, mocap_path=args.mocap,
                       cache_dir=args.cache)
@@ -110,8 +117,7 @@ def _paper_eval(args: argparse.Namespace) -> None:
     from .evaluate import write_json
     from .paper import format_report, run_paper_eval
 
-    if args.json and Path(args.json).exists() and not args.force:
-        raise ValueError(f"{args.json} exists; pass --force to replace it or choose another --json path")
+    _refuse_existing(args.json, args.force)
     report = run_paper_eval(args.checkpoint, args.setting, args.data_dir, args.smpl_path, protocol=args.protocol,
                             device=args.device, limit=args.limit, eval_file=args.eval_file,
                             flip_test=not args.no_flip_test)

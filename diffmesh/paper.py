@@ -35,7 +35,7 @@ from .metrics import H36M_TO_J14, J14_HIPS, Metrics, aggregate, evaluate_joint_s
 from .model import DiffMeshModel, build_model, model_config
 from .outdir import write_json
 from .rotations import rotvec_to_rotmat
-from .train import seed_everything, train_step
+from .train import seed_everything, start_run, train_step
 
 PROTOCOLS = ("tcmr", "motionbert")
 
@@ -334,23 +334,11 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
-    from .train import _distributed
-
     out_dir, data_dir = Path(out_dir), Path(data_dir)
     setting = get_setting(settings.setting)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DataError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    run = start_run(out_dir, device, resume)
+    rank, world, dev = run.rank, run.world, run.device
     last = out_dir / "last.pt"
-    if last.exists() and not resume:
-        raise DataError(f"{out_dir} already holds a run (last.pt); pass --resume to continue it or choose another --out")
-    rank, world, local_rank = _distributed()
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-        if device == "cuda":
-            torch.cuda.set_device(local_rank)
-    dev = f"cuda:{local_rank}" if device == "cuda" else device
     body = SMPLBody(smpl_path).to(dev)
     mixture = build_sources(setting, data_dir, settings.frames, settings.train_stride)
     eval_set = EvalSet.from_setting(setting, data_dir, limit=settings.eval_limit or None) if rank == 0 else None
@@ -389,13 +377,8 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
         sched.load_state_dict(payload["scheduler"])
         epoch, step, best = payload["epoch"], payload["step"], payload["best_mpjpe_mm"]
         history = json.loads(payload["history"])
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # keypoint settings have no 2D targets: the camera head gets no gradient, every step alike (a static graph)
-        net = DistributedDataParallel(model, device_ids=[local_rank] if device == "cuda" else None,
-                                      static_graph=setting.input == "keypoints")
+    # keypoint settings have no 2D targets: the camera head gets no gradient, every step alike (a static graph)
+    net = run.wrap(model, static_graph=setting.input == "keypoints")
     writer = SummaryWriter(str(out_dir / "tb")) if rank == 0 else None
     gen = torch.Generator(device=dev)
     t0 = time.time()
@@ -441,15 +424,13 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
             if not quiet:
                 print(f"epoch {epoch}: {setting.protocol} MPJPE {metrics.mpjpe:.1f} PA-MPJPE {metrics.pa_mpjpe:.1f} "
                       f"ACC-ERR {metrics.acc_err:.2f}")
-        if world > 1:
-            torch.distributed.barrier()
+        run.barrier()
     summary = {"out": str(out_dir), "settings": asdict(settings), "steps": step, "best_mpjpe_mm": best,
                "history": history, "device": str(dev), "world_size": world, "rank": rank}
     if rank == 0:
         writer.close()
         write_json(summary, out_dir / "summary.json")
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    run.finish()
     return summary
 
 

@@ -79,10 +79,51 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) when run directly."""
+@dataclass
+class RunContext:
+    """Where a training process runs: its rank among `world` processes (torchrun; 0 of 1 when run directly), its
+    local rank (its GPU) and the torch device string it uses ('cpu' or 'cuda:LOCAL_RANK')."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: str
+
+    def wrap(self, model: torch.nn.Module, static_graph: bool = False) -> torch.nn.Module:
+        """The model under DistributedDataParallel when several processes run, else the model itself.
+        static_graph: some parameters get no gradient, the same ones every step."""
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[self.local_rank] if self.device != "cpu" else None,
+                                       static_graph=static_graph)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def finish(self) -> None:
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def start_run(out_dir: Path, device: str, resume: bool) -> RunContext:
+    """The checks every training command makes before any work (the device exists; OUT holds no run unless
+    resuming), then torchrun's process group (NCCL on GPUs, gloo on CPU) when several processes run."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    if (out_dir / "last.pt").exists() and not resume:
+        raise DataError(f"{out_dir} already holds a run (last.pt); pass --resume to continue it or choose another --out")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            torch.cuda.set_device(local_rank)
+    return RunContext(rank, world, local_rank, f"cuda:{local_rank}" if device == "cuda" else device)
 
 
 @torch.inference_mode()
@@ -128,21 +169,11 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
     from .data.synthetic import ClipMaker, NoiseModel, build_motion_bank, fixed_clips, window_starts
 
     out_dir = Path(out_dir)
-    rank, world, local_rank = _distributed()
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-        if device == "cuda":
-            torch.cuda.set_device(local_rank)
-    dev = f"cuda:{local_rank}" if device == "cuda" else device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DataError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    run = start_run(out_dir, device, resume)
+    rank, world, dev = run.rank, run.world, run.device
     if threads:
         torch.set_num_threads(threads)
     last = out_dir / "last.pt"
-    if last.exists() and not resume:
-        raise DataError(f"{out_dir} already holds a run (last.pt); pass --resume to continue it or choose another --out")
 
     body = AnnyBody().to(dev)
     train_bank = build_motion_bank(body.cpu(), load_fits(splits[0], mocap_path, cache_dir, sequences))
@@ -176,11 +207,7 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
         sched.load_state_dict(payload["scheduler"])
         step, epoch, best = payload["step"], payload["epoch"], payload["best_val_mpjpe_mm"]
         history = json.loads(payload["history"])
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[local_rank] if device == "cuda" else None)
+    net = run.wrap(model)
     writer = SummaryWriter(str(out_dir / "tb")) if rank == 0 else None
     gen = torch.Generator(device=dev)
     t_start = time.time()
@@ -224,14 +251,12 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
             save_checkpoint(last, model, best_val_mpjpe_mm=best, **extra)
             bar.write(f"epoch {epoch}/{settings.epochs}: val MPJPE {val['mpjpe_mm']:.1f} mm, "
                       f"PA-MPJPE {val['pa_mpjpe_mm']:.1f} mm")
-        if world > 1:
-            torch.distributed.barrier()
+        run.barrier()
     bar.close()
     summary = {"out": str(out_dir), "settings": asdict(settings), "parameters": params, "steps": step,
                "best_val_mpjpe_mm": best, "history": history, "device": str(dev), "world_size": world, "rank": rank}
     if rank == 0:
         writer.close()
         write_json(summary, out_dir / "summary.json")
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    run.finish()
     return summary
