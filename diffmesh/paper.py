@@ -26,16 +26,16 @@ from torch import Tensor
 
 from .body.base import H36M_FLIP
 from .body.smpl import SMPLBody
-from .checkpoint import load_model, read_checkpoint, save_checkpoint
+from .checkpoint import load_model, save_checkpoint
 from .data.databases import (H36M17_TO_MPII3D17, MPII3D17_PELVIS, FrameDatabase, MeshSplit, chunk_starts,
                              motionbert_clips, normalise_screen, read_database, read_mesh_pickle, sequence_rows)
-from .errors import CheckpointError, DataError
+from .errors import DataError
 from .losses import LossWeights, Targets
 from .metrics import H36M_TO_J14, J14_HIPS, Metrics, aggregate, evaluate_joint_set, evaluate_motionbert
 from .model import DiffMeshModel, build_model, model_config
 from .outdir import write_json
 from .rotations import rotvec_to_rotmat
-from .train import seed_everything, start_run, train_step
+from .train import resume_run, seed_everything, start_run, train_step
 
 PROTOCOLS = ("tcmr", "motionbert")
 
@@ -367,14 +367,7 @@ def run_paper_training(out_dir: str | Path, settings: PaperTrainSettings, data_d
     flip = settings.flip and setting.input == "keypoints"     # features of mirrored crops do not exist
     epoch, step, best, history = 0, 0, float("inf"), []
     if resume:
-        if not last.exists():
-            raise DataError(f"nothing to resume in {out_dir} (no last.pt); drop --resume to start a new run")
-        payload = read_checkpoint(last)
-        if payload.get("paper_settings") != asdict(settings):
-            raise CheckpointError(f"{last} was trained with other settings; resume with the same options")
-        model.load_state_dict(payload["model"])
-        opt.load_state_dict(payload["optimizer"])
-        sched.load_state_dict(payload["scheduler"])
+        payload = resume_run(last, "paper_settings", asdict(settings), model, opt, sched)
         epoch, step, best = payload["epoch"], payload["step"], payload["best_mpjpe_mm"]
         history = json.loads(payload["history"])
     # keypoint settings have no 2D targets: the camera head gets no gradient, every step alike (a static graph)

@@ -108,6 +108,21 @@ class RunContext:
             torch.distributed.destroy_process_group()
 
 
+def resume_run(last: Path, settings_key: str, settings: dict, model, optimizer, scheduler) -> dict:
+    """Load `last` (a run's last.pt) into the model, optimizer and scheduler, refusing a run trained with other
+    settings (stored under `settings_key`); returns the payload for the caller's own counters."""
+    if not last.exists():
+        raise DataError(f"nothing to resume in {last.parent} (no last.pt); drop --resume to start a new run")
+    payload = read_checkpoint(last)
+    if payload.get(settings_key) != settings:
+        raise CheckpointError(f"{last} was trained with other settings ({payload.get(settings_key)}); resume with "
+                              "the same options or start a new --out")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    return payload
+
+
 def start_run(out_dir: Path, device: str, resume: bool) -> RunContext:
     """The checks every training command makes before any work (the device exists; OUT holds no run unless
     resuming), then torchrun's process group (NCCL on GPUs, gloo on CPU) when several processes run."""
@@ -196,15 +211,7 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, settings.warmup_steps))
     step, epoch, best, history = 0, 0, float("inf"), []
     if resume:
-        if not last.exists():
-            raise DataError(f"nothing to resume in {out_dir} (no last.pt); drop --resume to start a new run")
-        payload = read_checkpoint(last)
-        if payload.get("settings") != asdict(settings):
-            raise CheckpointError(f"{last} was trained with other settings ({payload.get('settings')}); resume with "
-                                  "the same options or start a new --out")
-        model.load_state_dict(payload["model"])
-        opt.load_state_dict(payload["optimizer"])
-        sched.load_state_dict(payload["scheduler"])
+        payload = resume_run(last, "settings", asdict(settings), model, opt, sched)
         step, epoch, best = payload["step"], payload["epoch"], payload["best_val_mpjpe_mm"]
         history = json.loads(payload["history"])
     net = run.wrap(model)
