@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from .errors import DiffMeshError
+from .paths import DEMO_VIDEO
 
 SCHEMA = "diffmesh-bench/1"
 SETTINGS = ("table4", "table9", "video", "growth")
@@ -52,7 +53,6 @@ GROWTH_LENGTHS = (64, 256, 1024, 4096)
 QUICK_GROWTH_LENGTHS = (64, 256)
 QUICK_VIDEO_FRAMES = 64
 TABLE9_FRAMES, TABLE9_CLIPS = 64, 4
-DEMO_VIDEO = "sports2d_demo_walk_jumpingjacks_flip.mp4"
 
 # Timed rounds per setting (`--repeats` overrides all); warm-up calls per item before them.
 REPEATS = {"table4": 10, "table9": 5, "video": 3, "growth": 1}
@@ -127,12 +127,6 @@ def check_options(opts: BenchOptions) -> torch.device:
     if opts.device != "cpu":
         raise ValueError(f"--device must be cpu or cuda, got '{opts.device}'")
     return torch.device("cpu")
-
-
-def default_video() -> Path:
-    from .data.mocap import SHARED_DIR
-
-    return SHARED_DIR / "data" / "videos" / DEMO_VIDEO
 
 
 def cpu_model() -> str:
@@ -470,7 +464,7 @@ def _table4_models(preset: str, device: torch.device):
     from .body import load_body
     from .checkpoint import load_model
     from .model import build_model, model_config
-    from .weights import WEIGHTS_DIR
+    from .paths import WEIGHTS_DIR
 
     body = load_body("anny")  # the shipped models' pose/shape layout (K=24, S=6); the body itself is not run
     models, weights = {}, {}
@@ -727,10 +721,9 @@ def bench_video(opts: BenchOptions, device: torch.device, rec: Recorder, cache: 
     from .pipeline import RunSettings, run_video
     from .video.decode import iter_frames, probe_video
 
-    source = Path(opts.video) if opts.video else default_video()
+    source = Path(opts.video) if opts.video else DEMO_VIDEO
     if not source.is_file():
-        rec.emit({"setting": "video", "kind": "skipped", "reason": f"video not found: {source} (pass --video or "
-                  "set DIFFMESH_SHARED to the shared/ folder)"})
+        rec.emit({"setting": "video", "kind": "skipped", "reason": f"video not found: {source} (pass --video)"})
         return
     video = cache.looped(source, (QUICK_VIDEO_FRAMES,))[QUICK_VIDEO_FRAMES] if opts.quick else source
     info = probe_video(video)
@@ -860,7 +853,7 @@ def _child_model(spec: dict) -> dict:
     from .checkpoint import load_model
     from .pipeline import body_joints, cut_clips, recover_meshes
     from .video.presence import Presence
-    from .weights import DEFAULT_CHECKPOINT
+    from .paths import DEFAULT_CHECKPOINT
 
     T, device = spec["frames"], spec["device"]
     body = load_body("anny")
@@ -930,7 +923,7 @@ def bench_growth(opts: BenchOptions, device: torch.device, rec: Recorder, cache:
               "Anny joints, through pipeline.recover_meshes and pipeline.body_joints; memory: peak_mb")
 
     # The pipeline: `diffmesh run --no-render` on looped demo videos, one fresh process per length and round.
-    source = Path(opts.video) if opts.video else default_video()
+    source = Path(opts.video) if opts.video else DEMO_VIDEO
     if not source.is_file():
         rec.emit({"setting": "growth", "kind": "skipped", "method": "pipeline",
                   "reason": f"video not found: {source} (pass --video or set DIFFMESH_SHARED)"})

@@ -5,7 +5,7 @@ import sys
 
 from .errors import DiffMeshError
 
-DEMO_VIDEO = "sports2d_demo_walk_jumpingjacks_flip.mp4"
+from .paths import DEMO_VIDEO
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -33,9 +33,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .data.mocap import SHARED_DIR
-
-    args.video = str(SHARED_DIR / "data" / "videos" / DEMO_VIDEO)
+    args.video = str(DEMO_VIDEO)
     _run(args)
 
 
@@ -170,12 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(p, default_output=None)
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("demo", help=f"`run` on the bundled sample video ({DEMO_VIDEO})")
+    p = sub.add_parser("demo", help=f"`run` on the bundled sample video ({DEMO_VIDEO.name})")
     _run_options(p, default_output="outputs/demo")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("prepare", help="fit the Anny body to every CMU mocap sequence and cache the fits")
-    p.add_argument("--mocap", default=None, help="path to cmu_30fps.npz (default: shared/data/mocap/cmu_30fps.npz)")
+    p.add_argument("--mocap", default=None, help="path to cmu_30fps.npz (default: the bundled diffmesh/assets/mocap/cmu_30fps.npz)")
     p.add_argument("--cache", default=None, help="fit cache folder (default: $DIFFMESH_CACHE or ~/.cache/diffmesh, "
                                                  "subfolder cmu_anny_fits)")
     p.add_argument("--subjects", default=None, help="comma-separated subject ids (default: all)")

@@ -27,7 +27,7 @@ EVAL_SEED = 2024
 
 def default_checkpoints() -> list[Path]:
     """The shipped weights: the default DiffMesh model and the three reference models trained the same way."""
-    from .weights import WEIGHTS_DIR
+    from .paths import WEIGHTS_DIR
 
     return sorted(WEIGHTS_DIR.glob("*.pt"), key=lambda p: ("diffmesh" not in p.name, p.name))
 

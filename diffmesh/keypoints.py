@@ -29,6 +29,10 @@ H36M_FROM_MEDIAPIPE = (
 )
 # The landmarks the mapping uses, in a fixed order (the synthetic data renders exactly these).
 USED_LANDMARKS = tuple(sorted({i for group in H36M_FROM_MEDIAPIPE for i in group}))
+# Joints that are the same body points in the 2D layout and the body models' 3D joints (hips, knees, ankles,
+# shoulders, elbows, wrists). The others are built differently on each side (2D pelvis = mid-hips, 2D head =
+# mid-ears, ...), so they would bias the camera solve and the reprojection error.
+SHARED_JOINTS = (1, 2, 3, 4, 5, 6, 11, 12, 13, 14, 15, 16)
 MIN_CONFIDENCE = 0.3    # joints below this do not set the normalisation box
 
 

@@ -312,7 +312,7 @@ def load_run_model(settings: RunSettings, body: BodyModel) -> tuple[DiffMeshMode
     """The checkpoint's model and the body it poses. A checkpoint trained for Anny (the shipped one) also serves
     `--body smpl`: its Anny poses are then retargeted to SMPL (`body/retarget.py`)."""
     from .checkpoint import read_checkpoint
-    from .weights import DEFAULT_CHECKPOINT
+    from .paths import DEFAULT_CHECKPOINT
 
     path = settings.checkpoint or DEFAULT_CHECKPOINT
     trained_for = read_checkpoint(path)["config"].get("body", "anny")

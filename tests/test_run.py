@@ -2,7 +2,6 @@
 MediaPipe, the shipped DiffMesh weights, Anny, the EGL renderer and the exporters."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +12,8 @@ import pytest
 
 from diffmesh.cli import main
 from diffmesh.video.decode import VideoWriter, iter_frames, probe_video
+from diffmesh.paths import VIDEOS_DIR as VIDEOS
 
-SHARED = Path(os.environ.get("DIFFMESH_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-VIDEOS = SHARED / "data" / "videos"
 SQUATS = VIDEOS / "pexels_4838220_woman_squats_5fps.mp4"       # 720x1280 portrait, 5 fps, 65 frames, one woman
 WALK = VIDEOS / "sports2d_demo_walk_jumpingjacks_flip.mp4"     # 1280x720, 30 fps, 230 frames
 # Reprojection tolerance: the model's hips, knees, ankles, shoulders, elbows and wrists, projected with the
@@ -26,7 +24,7 @@ REPROJECTION_PERCENT = 8.0
 
 def need(path: Path) -> Path:
     if not path.is_file():
-        pytest.skip(f"sample video {path.name} not found in {VIDEOS} (set DIFFMESH_SHARED to the shared/ folder)")
+        pytest.skip(f"sample video {path.name} not found in {VIDEOS} (it ships in diffmesh/assets/videos/)")
     return path
 
 

@@ -1,6 +1,5 @@
 """Video reading and writing (diffmesh.video.decode) on the real sample videos and on files made here."""
 
-import os
 import struct
 import threading
 import warnings
@@ -13,16 +12,15 @@ import pytest
 
 from diffmesh.errors import DiffMeshError
 from diffmesh.video.decode import VideoError, VideoWriter, iter_frames, probe_video
+from diffmesh.paths import VIDEOS_DIR as VIDEOS
 
-SHARED = Path(os.environ.get("DIFFMESH_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-VIDEOS = SHARED / "data" / "videos"
 SQUATS = VIDEOS / "pexels_4838220_woman_squats_5fps.mp4"       # 720x1280 portrait, 5 fps, 65 frames
 WALK = VIDEOS / "sports2d_demo_walk_jumpingjacks_flip.mp4"     # 1280x720, 30 fps, 230 frames, faststart
 
 
 def need(path: Path) -> Path:
     if not path.is_file():
-        pytest.skip(f"sample video {path.name} not found in {VIDEOS} (set DIFFMESH_SHARED to the shared/ folder)")
+        pytest.skip(f"sample video {path.name} not found in {VIDEOS} (it ships in diffmesh/assets/videos/)")
     return path
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from diffmesh.checkpoint import load_model
-from diffmesh.weights import DEFAULT_CHECKPOINT, WEIGHTS_DIR
+from diffmesh.paths import DEFAULT_CHECKPOINT, WEIGHTS_DIR
 from diffmesh.weights.publish import CHECK_SUBSET_CLIPS, RECORD
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "results.md"

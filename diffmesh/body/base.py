@@ -5,6 +5,7 @@ joints and a skeleton (names, parents, rest positions) that the exporters use. B
 root; its rotation is the global orientation. Outputs are in metres, root (pelvis bone) at the origin.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -110,6 +111,15 @@ class BodyModel(nn.Module):
         (B, f, 17, 3). Body models override it when sharing the shape makes it cheaper."""
         B, f = rotmats.shape[:2]
         return self(rotmats.flatten(0, 1), shape.repeat_interleave(f, 0), with_vertices=False).joints.view(B, f, -1, 3)
+
+    def pose_in_chunks(self, rotmats: Tensor, shape: Tensor, chunk: int = 256, with_vertices: bool = True
+                       ) -> Iterator[tuple[slice, BodyOutput]]:
+        """Pose many bodies (N, K, 3, 3), (N, S) `chunk` at a time, so memory stays bounded however long the
+        sequence: yields (the chunk's slice of the N, its BodyOutput). Every caller that poses whole sequences
+        (outputs, metrics, exports, benchmarks) goes through here."""
+        for start in range(0, len(rotmats), chunk):
+            part = slice(start, start + chunk)
+            yield part, self(rotmats[part], shape[part], with_vertices=with_vertices)
 
     def check_inputs(self, rotmats: Tensor, shape: Tensor) -> None:
         """Raise ValueError with a clear message when the inputs have the wrong shape."""

@@ -1,10 +1,9 @@
-"""CMU motion capture (`shared/data/mocap/cmu_30fps.npz`) and a joint-position fit of the Anny body to it.
+"""CMU motion capture (`cmu_30fps.npz`, bundled in `diffmesh/assets/mocap/`) and a joint-position fit of the Anny body to it.
 
 `fit_anny` fits one clip on its own (used by the tests); `diffmesh prepare` (data/prepare.py) fits whole
 subjects and caches the result.
 """
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +13,8 @@ from torch import Tensor
 
 from ..body.anny_body import AnnyBody
 from ..errors import DataError, MissingFileError
+from ..paths import DEFAULT_MOCAP
 
-# The project's shared data folder: $DIFFMESH_SHARED, else `shared/` beside the repository.
-SHARED_DIR = Path(os.environ.get("DIFFMESH_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-DEFAULT_MOCAP = SHARED_DIR / "data" / "mocap" / "cmu_30fps.npz"
 _KEYS = ("joint_names", "parents", "seq_names", "seq_subject", "seq_split", "seq_start", "seq_len",
          "world_pos", "frame_glitch", "fps")
 # CMU is y-up; Anny is z-up: (x, y, z)_cmu -> (x, -z, y)_anny, a +90 degree rotation about x.
@@ -41,8 +38,8 @@ class CMUMocap:
     def __init__(self, path: str | Path = DEFAULT_MOCAP):
         path = Path(path)
         if not path.is_file():
-            raise MissingFileError(f"CMU mocap file not found: {path}; it ships in the project's shared/data/mocap/ "
-                                   "folder (pass --mocap PATH to point at it)")
+            raise MissingFileError(f"CMU mocap file not found: {path}; it ships in diffmesh/assets/mocap/ "
+                                   "(restore it with `git checkout diffmesh/assets`, or pass --mocap PATH)")
         try:
             data = np.load(path, allow_pickle=False)
             missing = [k for k in _KEYS if k not in data.files]

@@ -18,6 +18,7 @@ import numpy as np
 from ..body.anny_body import AnnyBody
 from ..errors import DataError
 from ..outdir import write_json
+from ..paths import cache_root
 from .fitting import CMU_TO_ANNY, JOINT_GROUPS, fit_sequence, fit_subject
 from .mocap import CMUMocap
 
@@ -28,8 +29,7 @@ SEQUENCE_ITERATIONS = 600
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("DIFFMESH_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "diffmesh") / "cmu_anny_fits"
+    return cache_root() / "cmu_anny_fits"
 
 
 def _atomic_savez(path: Path, **arrays) -> None:

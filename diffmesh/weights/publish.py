@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import read_checkpoint
-from . import WEIGHTS_DIR
+from ..paths import WEIGHTS_DIR
 
 CHECK_SUBSET_CLIPS = 48
 RECORD = WEIGHTS_DIR / "record.json"
