@@ -454,7 +454,7 @@ def baseline1_sequential(model, x: torch.Tensor, generator: torch.Generator | No
     chain = torch.empty_like(noise)
     for j in range(f):                                         # frame j of every clip: rows j, f + j, 2f + j, ...
         rows = torch.arange(B, device=x.device) * f + j
-        chain[rows] = diffusion.gaussian_reverse(noise[rows], cond[rows], model._noise_step, model.betas)
+        chain[rows] = diffusion.gaussian_reverse(noise[rows], cond[rows], model.noise_step, model.betas)
     feats = model.out(chain.view(B, f, T * d)) + b
     rotmats, pose6d, shape, camera = model.head(feats)
     return ModelOutput(rotmats, pose6d, shape, camera, feats, denoiser_calls=f * cfg.num_steps)

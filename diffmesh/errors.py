@@ -19,3 +19,16 @@ class UnsafePickleError(DiffMeshError):
 
 class DataError(DiffMeshError):
     """A data file is malformed (missing key, wrong shape) or a split is empty."""
+
+
+class SettingsError(DiffMeshError, ValueError):
+    """An option has a value the command cannot use (an unknown name, a combination that does not work). Also a
+    ValueError, so callers of the Python API can catch it as the bad argument it is."""
+
+
+class DeviceError(DiffMeshError):
+    """The requested device is not available (e.g. --device cuda on a machine torch sees no GPU on)."""
+
+
+class OutputExistsError(DiffMeshError):
+    """An output (folder, run, report) already exists and the command was not told to replace or resume it."""

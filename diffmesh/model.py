@@ -1,10 +1,10 @@
 """The DiffMesh network and its two diffusion baselines, in one file.
 
-Data path (B clips of f frames, N diffusion steps, T latent tokens of width d, K bones, S shape values):
+Data path (B clips of f frames, N diffusion steps, L latent tokens of width d, K bones, S shape values):
 
-    keypoints (B, f, 17, 3) --SpatioTemporalAdapter--> tokens b (B, f, T, d)    [or features (B, f, D) --FeatureAdapter-->]
-    b --ConditionGenerator (pad to N with zeros)--> conditions c (B, N, T, d)
-    x_end (learned, T x d) --N reverse steps of TwoStreamDenoiser (diffusion.motion_reverse)--> x_1..x_N
+    keypoints (B, f, 17, 3) --SpatioTemporalAdapter--> tokens b (B, f, L, d)    [or features (B, f, D) --FeatureAdapter-->]
+    b --ConditionGenerator (pad to N with zeros)--> conditions c (B, N, L, d)
+    x_end (learned, L x d) --N reverse steps of TwoStreamDenoiser (diffusion.motion_reverse)--> x_1..x_N
     x_1..x_f (+ residual to b) --MeshHead--> rotations (B, f, K, 3, 3), shape (B, S), camera (B, f, 3)
 
 Baseline 1 runs a Gaussian DDIM chain of N steps per frame (f x N steps); Baseline 2 runs one chain of N steps
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import diffusion
+from .errors import SettingsError
 from .rotations import rot6d_to_rotmat, rotmat_to_rot6d
 
 METHODS = ("diffmesh", "baseline1", "baseline2", "perframe")
@@ -35,7 +36,7 @@ class ModelConfig:
     num_keypoints: int = 17         # Human3.6M-17 layout of the 2D input
     num_frames: int = 16            # f, frames per clip (paper: 16)
     num_steps: int = 30             # N, diffusion steps (paper: 30 = 16 frames + 14)
-    num_tokens: int = 17            # T, latent tokens per frame (released code: one per joint)
+    num_tokens: int = 17            # L, latent tokens per frame (released code: one per joint)
     token_dim: int = 128            # d, width of each latent token (released: 128)
     adapter_dim: int = 512          # DSTformer width (released: 512)
     adapter_depth: int = 5          # DSTformer depth (released: 5)
@@ -64,29 +65,29 @@ class ModelConfig:
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got '{self.method}'")
+            raise SettingsError(f"method must be one of {METHODS}, got '{self.method}'")
         if self.input not in INPUTS:
-            raise ValueError(f"input must be one of {INPUTS}, got '{self.input}'")
+            raise SettingsError(f"input must be one of {INPUTS}, got '{self.input}'")
         if self.denoiser_design not in DENOISER_DESIGNS:
-            raise ValueError(f"denoiser_design must be one of {DENOISER_DESIGNS}, got '{self.denoiser_design}'")
+            raise SettingsError(f"denoiser_design must be one of {DENOISER_DESIGNS}, got '{self.denoiser_design}'")
         if self.adapter_rep_dim < 0:
-            raise ValueError(f"adapter_rep_dim must be >= 0 (0 = no pre_logits), got {self.adapter_rep_dim}")
+            raise SettingsError(f"adapter_rep_dim must be >= 0 (0 = no pre_logits), got {self.adapter_rep_dim}")
         if not self.norm_eps > 0:
-            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps}")
+            raise SettingsError(f"norm_eps must be > 0, got {self.norm_eps}")
         if self.num_frames < 1:
-            raise ValueError(f"num_frames (f) must be >= 1, got {self.num_frames}")
+            raise SettingsError(f"num_frames (f) must be >= 1, got {self.num_frames}")
         if self.num_steps < self.num_frames:
-            raise ValueError(
+            raise SettingsError(
                 f"N (num_steps={self.num_steps}) must be at least f (num_frames={self.num_frames}): the reverse chain "
                 f"emits one frame per step; use num_steps >= {self.num_frames} (paper: f=16, N=30)"
             )
         if self.num_frames > self.adapter_maxlen:
-            raise ValueError(f"num_frames={self.num_frames} exceeds adapter_maxlen={self.adapter_maxlen}")
+            raise SettingsError(f"num_frames={self.num_frames} exceeds adapter_maxlen={self.adapter_maxlen}")
         for name in ("adapter", "gen", "denoiser"):
             width = {"adapter": self.adapter_dim, "gen": self.gen_dim, "denoiser": self.token_dim}[name]
             heads = getattr(self, f"{name}_heads")
             if width % heads:
-                raise ValueError(f"{name} width {width} is not divisible by {name}_heads={heads}")
+                raise SettingsError(f"{name} width {width} is not divisible by {name}_heads={heads}")
 
 
 # ---------------------------------------------------------------- building blocks
@@ -141,7 +142,7 @@ def sinusoidal_embedding(steps: Tensor, dim: int) -> Tensor:
 
 class SpatioTemporalAdapter(nn.Module):
     """DSTformer-style backbone for 2D keypoints: each layer runs a spatial->temporal and a temporal->spatial
-    branch and fuses them with learned per-token weights. (B, f, J, 3) -> (B, f, T=J, d).
+    branch and fuses them with learned per-token weights. (B, f, J, 3) -> (B, f, L=J, d).
 
     With cfg.adapter_rep_dim = R > 0, `pre_logits` (Linear C -> R, Tanh; DSTformer's representation layer) maps
     the normed (B, f, J, C) features to (B, f, J, R) before `to_tokens` (Linear R -> d, ReLU)."""
@@ -190,23 +191,23 @@ class SpatioTemporalAdapter(nn.Module):
 
 
 class FeatureAdapter(nn.Module):
-    """Precomputed per-frame features (B, f, D) -> tokens (B, f, T, d)."""
+    """Precomputed per-frame features (B, f, D) -> tokens (B, f, L, d)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.T, self.d = cfg.num_tokens, cfg.token_dim
+        self.L, self.d = cfg.num_tokens, cfg.token_dim
         self.proj = nn.Sequential(nn.Linear(cfg.feature_dim, cfg.num_tokens * cfg.token_dim), nn.ReLU())
 
     def forward(self, features: Tensor) -> Tensor:
         B, f, _ = features.shape
-        return self.proj(features).view(B, f, self.T, self.d)
+        return self.proj(features).view(B, f, self.L, self.d)
 
 
 # ---------------------------------------------------------------- conditional-feature generation block
 
 class ConditionGenerator(nn.Module):
     """Pads the f frame features with N-f zero features and runs a small transformer with a residual:
-    (B, f, T*d) -> conditions c_1..c_N (B, N, T*d). Frames come first, so c_i belongs to frame i."""
+    (B, f, L*d) -> conditions c_1..c_N (B, N, L*d). Frames come first, so c_i belongs to frame i."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -221,7 +222,7 @@ class ConditionGenerator(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         B, f, W = frames.shape
-        b = torch.cat([frames, frames.new_zeros(B, self.num_steps - f, W)], 1)  # (B, N, T*d)
+        b = torch.cat([frames, frames.new_zeros(B, self.num_steps - f, W)], 1)  # (B, N, L*d)
         h = self.inp(b) + self.pos
         for block in self.blocks:
             h = block(h)
@@ -232,7 +233,7 @@ class ConditionGenerator(nn.Module):
 
 class TwoStreamBlock(nn.Module):
     """Mesh and condition streams each self-attend, then the condition stream is fused into the mesh stream;
-    each stream has its MLP. x, c: (B, T, dim) -> (B, T, dim), (B, T, dim).
+    each stream has its MLP. x, c: (B, L, dim) -> (B, L, dim), (B, L, dim).
 
     cross=True (Table 7 (c), the default): the fusion is cross-attention, queries from the mesh stream and
     keys/values from the condition stream. cross=False (Table 7 (b), two self-attention streams): no attention
@@ -268,20 +269,20 @@ class TwoStreamBlock(nn.Module):
 
 
 class ConcatBlock(Block):
-    """Table 7 (a), one self-attention: a pre-norm `Block` over the 2T concatenated mesh and condition tokens.
-    x, c: (B, T, dim) -> cat (B, 2T, dim) -> Block -> split back into (B, T, dim), (B, T, dim)."""
+    """Table 7 (a), one self-attention: a pre-norm `Block` over the 2L concatenated mesh and condition tokens.
+    x, c: (B, L, dim) -> cat (B, 2L, dim) -> Block -> split back into (B, L, dim), (B, L, dim)."""
 
     def forward(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        T = x.shape[1]
-        h = super().forward(torch.cat([x, c], 1))                                # (B, 2T, dim)
-        return h[:, :T], h[:, T:]
+        L = x.shape[1]
+        h = super().forward(torch.cat([x, c], 1))                                # (B, 2L, dim)
+        return h[:, :L], h[:, L:]
 
 
 class TwoStreamDenoiser(nn.Module):
-    """One reverse step: (x (B, T, io_dim), c (B, T, io_dim), step (B,)) -> motion/noise (B, T, io_dim) and,
-    for DiffMesh, the previous condition (B, T, io_dim). io_dim is d, or f*d for Baseline 2, projected to d.
+    """One reverse step: (x (B, L, io_dim), c (B, L, io_dim), step (B,)) -> motion/noise (B, L, io_dim) and,
+    for DiffMesh, the previous condition (B, L, io_dim). io_dim is d, or f*d for Baseline 2, projected to d.
     The blocks follow cfg.denoiser_design: 'cross' and 'two_self' are `TwoStreamBlock`s (with and without
-    cross-attention), 'one_self' are `ConcatBlock`s over the 2T concatenated tokens."""
+    cross-attention), 'one_self' are `ConcatBlock`s over the 2L concatenated tokens."""
 
     def __init__(self, cfg: ModelConfig, io_dim: int, predict_condition: bool):
         super().__init__()
@@ -305,7 +306,7 @@ class TwoStreamDenoiser(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor, step: Tensor) -> tuple[Tensor, Tensor | None]:
         t = self.time(sinusoidal_embedding(step, self.time[0].in_features))[:, None]  # (B, 1, d)
-        hx, hc = self.in_x(x) + t, self.in_c(c) + t                                     # (B, T, d)
+        hx, hc = self.in_x(x) + t, self.in_c(c) + t                                     # (B, L, d)
         for block in self.blocks:
             hx, hc = block(hx, hc)
         return self.out_x(hx), (self.out_c(hc) if self.out_c is not None else None)
@@ -314,7 +315,7 @@ class TwoStreamDenoiser(nn.Module):
 # ---------------------------------------------------------------- mesh head
 
 class MeshHead(nn.Module):
-    """Per-frame features (B, f, T*d) -> per-frame pose (6D per bone, from the body's mean pose), one shape per
+    """Per-frame features (B, f, L*d) -> per-frame pose (6D per bone, from the body's mean pose), one shape per
     clip (from time-averaged features, from the mean shape) and a per-frame weak-perspective camera (s, tx, ty)
     that maps root-relative camera-frame joints to normalised image coordinates: uv = s * XY + (tx, ty).
 
@@ -343,7 +344,7 @@ class MeshHead(nn.Module):
 
     def forward(self, feats: Tensor, init_pose6d: Tensor | None = None, init_shape: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """feats (B, f, T*d); init_pose6d (B, f, K*6) and init_shape (B, f, S) for a refining head."""
+        """feats (B, f, L*d); init_pose6d (B, f, K*6) and init_shape (B, f, S) for a refining head."""
         B, f, _ = feats.shape
         if init_pose6d is None:
             pose6d = (self.pose(feats) + self.mean_pose6d).view(B, f, -1, 6)     # (B, f, K, 6)
@@ -363,7 +364,7 @@ class MeshHead(nn.Module):
 @dataclass
 class ModelOutput:
     """rotmats (B, f, K, 3, 3); pose6d (B, f, K, 6); shape (B, S); camera (B, f, 3) as (s, tx, ty);
-    frame_features (B, f, T*d) after the chain; predicted_conditions / target_conditions (B, N-1, T*d) for the
+    frame_features (B, f, L*d) after the chain; predicted_conditions / target_conditions (B, N-1, L*d) for the
     auxiliary loss (DiffMesh only, else None); denoiser_calls: steps run for the batch (N, N or f x N)."""
 
     rotmats: Tensor
@@ -384,7 +385,7 @@ class DiffMeshModel(nn.Module):
             raise ValueError(f"mean pose/shape {tuple(mean_pose.shape)}/{tuple(mean_shape.shape)} do not match "
                              f"num_bones={cfg.num_bones}, num_shape={cfg.num_shape}")
         self.cfg = cfg
-        T, d, f = cfg.num_tokens, cfg.token_dim, cfg.num_frames
+        L, d, f = cfg.num_tokens, cfg.token_dim, cfg.num_frames
         if cfg.input == "keypoints" and cfg.num_tokens != cfg.num_keypoints:
             raise ValueError("with keypoint input the latent has one token per keypoint: set num_tokens = num_keypoints")
         self.adapter = SpatioTemporalAdapter(cfg) if cfg.input == "keypoints" else FeatureAdapter(cfg)
@@ -393,14 +394,14 @@ class DiffMeshModel(nn.Module):
         if cfg.method == "perframe":
             pass
         elif cfg.method == "diffmesh":
-            self.x_end = nn.Parameter(torch.randn(T, d) * 0.02)                   # learned initial distribution
+            self.x_end = nn.Parameter(torch.randn(L, d) * 0.02)                   # learned initial distribution
             self.denoiser = TwoStreamDenoiser(cfg, io_dim=d, predict_condition=True)
             self.register_buffer("betas", diffusion.linear_betas(cfg.num_steps, cfg.beta_start, cfg.beta_end).float())
         else:
             io_dim = d if cfg.method == "baseline1" else f * d
             self.denoiser = TwoStreamDenoiser(cfg, io_dim=io_dim, predict_condition=False)
             self.register_buffer("betas", diffusion.gaussian_betas(cfg.num_steps).float())
-        self.out = nn.Sequential(nn.Linear(T * d, T * d), nn.GELU())              # residual after the chain
+        self.out = nn.Sequential(nn.Linear(L * d, L * d), nn.GELU())              # residual after the chain
         self.head = MeshHead(cfg, mean_pose, mean_shape)
 
     def check_input(self, x: Tensor) -> None:
@@ -420,40 +421,40 @@ class DiffMeshModel(nn.Module):
         A refining model (cfg.refine) also takes the initial pose (B, f, K, 3, 3) and shape (B, f, S) per frame."""
         self.check_input(x)
         cfg = self.cfg
-        B, f, T, d = x.shape[0], cfg.num_frames, cfg.num_tokens, cfg.token_dim
+        B, f, L, d = x.shape[0], cfg.num_frames, cfg.num_tokens, cfg.token_dim
         init = self._check_initial(B, init_pose, init_shape)
         pred_c = target_c = None
         if cfg.method == "perframe":                                               # every frame on its own
-            b = self.adapter(x.reshape(B * f, 1, *x.shape[2:])).reshape(B * f, 1, T * d)
+            b = self.adapter(x.reshape(B * f, 1, *x.shape[2:])).reshape(B * f, 1, L * d)
             init = tuple(t.reshape(B * f, 1, -1) for t in init)
             rotmats, pose6d, shape, camera = self.head(self.out(b) + b, *init)
             return ModelOutput(rotmats.view(B, f, *rotmats.shape[2:]), pose6d.view(B, f, *pose6d.shape[2:]),
-                               shape.view(B, f, -1).mean(1), camera.view(B, f, 3), b.view(B, f, T * d), denoiser_calls=0)
-        tokens = self.adapter(x)                                                  # (B, f, T, d)
-        b = tokens.reshape(B, f, T * d)
-        c = self.generator(b)                                                     # (B, N, T*d)
+                               shape.view(B, f, -1).mean(1), camera.view(B, f, 3), b.view(B, f, L * d), denoiser_calls=0)
+        tokens = self.adapter(x)                                                  # (B, f, L, d)
+        b = tokens.reshape(B, f, L * d)
+        c = self.generator(b)                                                     # (B, N, L*d)
         if cfg.method == "diffmesh":
-            x_end = self.x_end.expand(B, T, d)
+            x_end = self.x_end.expand(B, L, d)
             states, pred_c = diffusion.motion_reverse(
-                x_end, c.view(B, -1, T, d), self._motion_step, self.betas)         # (B, N, T, d)
-            chain = states[:, :f].reshape(B, f, T * d)
-            pred_c = pred_c.reshape(B, -1, T * d)
+                x_end, c.view(B, -1, L, d), self.motion_step, self.betas)         # (B, N, L, d)
+            chain = states[:, :f].reshape(B, f, L * d)
+            pred_c = pred_c.reshape(B, -1, L * d)
             target_c = c[:, :-1].detach()                                          # c_1..c_{N-1}
             calls = cfg.num_steps
         elif cfg.method == "baseline1":
             # One Gaussian chain per frame (f x N denoiser evaluations). The f chains are independent, so they
             # run side by side as a batch of B*f: the same arithmetic as f chains in turn, fewer kernel launches.
-            noise = torch.randn(B * f, T, d, generator=generator, device=x.device)
-            chain = diffusion.gaussian_reverse(noise, c[:, :f].reshape(B * f, T, d), self._noise_step, self.betas)
-            chain = chain.view(B, f, T * d)
+            noise = torch.randn(B * f, L, d, generator=generator, device=x.device)
+            chain = diffusion.gaussian_reverse(noise, c[:, :f].reshape(B * f, L, d), self.noise_step, self.betas)
+            chain = chain.view(B, f, L * d)
             calls = f * cfg.num_steps
         else:
-            cond = c[:, :f].view(B, f, T, d).permute(0, 2, 1, 3).reshape(B, T, f * d)   # frames concatenated
-            noise = torch.randn(B, T, f * d, generator=generator, device=x.device)
-            out = diffusion.gaussian_reverse(noise, cond, self._noise_step, self.betas)
-            chain = out.view(B, T, f, d).permute(0, 2, 1, 3).reshape(B, f, T * d)  # split back into frames
+            cond = c[:, :f].view(B, f, L, d).permute(0, 2, 1, 3).reshape(B, L, f * d)   # frames concatenated
+            noise = torch.randn(B, L, f * d, generator=generator, device=x.device)
+            out = diffusion.gaussian_reverse(noise, cond, self.noise_step, self.betas)
+            chain = out.view(B, L, f, d).permute(0, 2, 1, 3).reshape(B, f, L * d)  # split back into frames
             calls = cfg.num_steps
-        feats = self.out(chain) + b                                                # (B, f, T*d)
+        feats = self.out(chain) + b                                                # (B, f, L*d)
         rotmats, pose6d, shape, camera = self.head(feats, *init)
         return ModelOutput(rotmats, pose6d, shape, camera, feats, pred_c, target_c, calls)
 
@@ -471,14 +472,14 @@ class DiffMeshModel(nn.Module):
                              f"init_shape {want[1]}, got {got}")
         return rotmat_to_rot6d(init_pose).flatten(2), init_shape
 
-    def _motion_step(self, x: Tensor, c: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+    def motion_step(self, x: Tensor, c: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
         # The network outputs the step's displacement; dividing by sqrt(beta_i) expresses it as the motion m_i
         # of Eq. 6 (whose entries are ~1/sqrt(beta) times larger than feature differences), a fixed
         # output scaling that spares the network from learning that gain.
         delta, prev_c = self.denoiser(x, c, step)
         return delta / self.betas[step].sqrt().view(-1, 1, 1), prev_c
 
-    def _noise_step(self, x: Tensor, c: Tensor, step: Tensor) -> Tensor:
+    def noise_step(self, x: Tensor, c: Tensor, step: Tensor) -> Tensor:
         return self.denoiser(x, c, step)[0]
 
 
@@ -503,10 +504,10 @@ PRESETS: dict[str, dict] = {
 def model_config(preset: str = "tiny", **overrides) -> ModelConfig:
     """A ModelConfig from a preset name and field overrides (e.g. method='baseline1', input='features')."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset '{preset}'; choose one of {sorted(PRESETS)}")
+        raise SettingsError(f"unknown preset '{preset}'; choose one of {sorted(PRESETS)}")
     unknown = set(overrides) - set(ModelConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown model setting(s) {sorted(unknown)}")
+        raise SettingsError(f"unknown model setting(s) {sorted(unknown)}")
     cfg = ModelConfig(**{**PRESETS[preset], **overrides})
     cfg.validate()
     return cfg

@@ -26,7 +26,9 @@ def load_body(name: str = "anny", smpl_path: str | None = None) -> BodyModel:
                 "(register at https://smpl.is.tue.mpg.de to download SMPL)"
             )
         return SMPLBody(smpl_path)
-    raise ValueError(f"unknown body model '{name}'; choose one of {BODY_NAMES}")
+    from ..errors import SettingsError
+
+    raise SettingsError(f"unknown body model '{name}'; choose one of {BODY_NAMES}")
 
 
 __all__ = ["BodyModel", "BodyOutput", "Skeleton", "load_body", "BODY_NAMES", "H36M_JOINT_NAMES",
