@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
+from .camera import project
 from .errors import DiffMeshError
 
 MESH_COLOR = (0.70, 0.78, 0.92)      # light blue-grey
@@ -33,12 +34,6 @@ INSTALL_HINT = ("install the system packages with `apt-get install -y libegl1 li
 
 class RenderError(DiffMeshError):
     """No OpenGL context could be made (headless EGL missing), or a render call got bad input."""
-
-
-def project(points: np.ndarray, focal: float, principal: tuple[float, float]) -> np.ndarray:
-    """Pinhole projection of camera-space points (..., 3) to pixels (..., 2): (f X/Z + cx, f Y/Z + cy)."""
-    points = np.asarray(points, np.float64)
-    return focal * points[..., :2] / points[..., 2:3] + np.asarray(principal, np.float64)
 
 
 def projection_matrix(width: int, height: int, focal: float, principal: tuple[float, float],

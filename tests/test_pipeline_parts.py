@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from diffmesh.keypoints import MP_LEFT_HIP, MP_LEFT_SHOULDER, MP_RIGHT_HIP, MP_RIGHT_SHOULDER
-from diffmesh.pipeline import SHARED_JOINTS, cut_clips, project, smooth_translation, solve_translation
+from diffmesh.camera import project, smooth_translation, solve_translation
+from diffmesh.keypoints import MP_LEFT_HIP, MP_LEFT_SHOULDER, MP_RIGHT_HIP, MP_RIGHT_SHOULDER, SHARED_JOINTS
+from diffmesh.pipeline import cut_clips
 from diffmesh.video.pose import PoseTrack
 from diffmesh.video.presence import Presence, decide_presence
 

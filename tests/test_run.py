@@ -74,8 +74,26 @@ def test_run_writes_every_output_of_a_real_video(squats_run):
     assert np.allclose(R @ np.swapaxes(R, -1, -2), np.eye(3), atol=1e-4)
 
 
+def test_result_loads_back_typed_with_every_documented_key(squats_run):
+    """`Result.load` reads result.npz into typed fields, equal to what numpy reads, and every key of the file is
+    one docs/outputs.md documents."""
+    from diffmesh.result import FORMAT_VERSION, Result
+
+    raw = np.load(squats_run / "result.npz")
+    res = Result.load(squats_run / "result.npz")
+    assert int(raw["format_version"]) == FORMAT_VERSION and res.num_frames == 65
+    assert isinstance(res.fps, float) and isinstance(res.method, str) and isinstance(res.reprojection, dict)
+    assert res.reprojection == json.loads(str(raw["reprojection"])) and res.vertices is None
+    for key in raw.files:
+        if key not in ("format_version", "reprojection"):
+            np.testing.assert_array_equal(np.asarray(getattr(res, key)), raw[key], err_msg=key)
+    documented = (Path(__file__).resolve().parents[1] / "docs" / "outputs.md").read_text()
+    assert all(f"`{key}`" in documented for key in raw.files), "a result.npz key is missing from docs/outputs.md"
+
+
 def test_model_joints_reproject_onto_the_keypoints(squats_run):
-    from diffmesh.pipeline import SHARED_JOINTS, project
+    from diffmesh.camera import project
+    from diffmesh.keypoints import SHARED_JOINTS
 
     r = np.load(squats_run / "result.npz")
     ids = list(SHARED_JOINTS)
@@ -232,7 +250,7 @@ def test_real_video_checks_smoother_than_mediapipe_and_close_to_blazepose(squats
 
 
 def test_two_keypoint_workers_cover_every_frame_once(tmp_path):
-    from diffmesh.pipeline import detect_keypoints
+    from diffmesh.video.detect import detect_keypoints
 
     clip = cut(need(WALK), tmp_path / "walk.mp4", range(60, 100))
     info = probe_video(clip)
