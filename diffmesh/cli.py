@@ -1,10 +1,10 @@
-"""The `diffmesh` command line. Errors in the user's input print one line and exit with status 2."""
+"""The `diffmesh` command line: one `_command(args)` function per subcommand, then the parser. Errors in the user's
+input (DiffMeshError) print one line and exit with status 2; any other exception is a bug and keeps its traceback."""
 
 import argparse
 import sys
 
-from .errors import DiffMeshError
-
+from .errors import DiffMeshError, OutputExistsError
 from .paths import DEMO_VIDEO
 
 
@@ -60,12 +60,17 @@ def _train(args: argparse.Namespace) -> None:
                              warmup_steps=args.warmup_steps)
     out = args.out or f"runs/{args.preset}_{args.method}"
     summary = run_training(out, settings, device=args.device, resume=args.resume, mocap_path=args.mocap,
-                           cache_dir=args.cache, threads=args.threads, splits=tuple(args.splits.split(",")),
-                           sequences=args.sequences.split(",") if args.sequences else None)
+                           cache_dir=args.cache, threads=args.threads)
+    report_training(summary)
+
+
+def report_training(summary: dict) -> None:
+    """`diffmesh train`'s last line, printed by rank 0 only (under torchrun every rank returns a summary)."""
     if summary["rank"] > 0:
         return
-    print(f"trained {args.method} ({summary['parameters']:,} parameters, {summary['steps']} steps): best val MPJPE "
-          f"{summary['best_val_mpjpe_mm']:.1f} mm; checkpoints in {out}/best.pt and {out}/last.pt")
+    out = summary["out"]
+    print(f"trained {summary['settings']['method']} ({summary['parameters']:,} parameters, {summary['steps']} steps): "
+          f"best val MPJPE {summary['best_val_mpjpe_mm']:.1f} mm; checkpoints in {out}/best.pt and {out}/last.pt")
 
 
 def _refuse_existing(path: str | None, force: bool) -> None:
@@ -73,7 +78,7 @@ def _refuse_existing(path: str | None, force: bool) -> None:
     from pathlib import Path
 
     if path and Path(path).exists() and not force:
-        raise ValueError(f"{path} exists; pass --force to replace it or choose another --json path")
+        raise OutputExistsError(f"{path} exists; pass --force to replace it or choose another --json path")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -138,14 +143,19 @@ def _bench(args: argparse.Namespace) -> None:
         print(f"diffmesh bench: wrote {args.out}", file=sys.stderr)
 
 
+DEVICES = ("cpu", "cuda")
+
+
 def _run_options(p: argparse.ArgumentParser, default_output: str | None) -> None:
+    from .body import BODY_NAMES
+
     p.add_argument("-o", "--output", required=default_output is None, default=default_output,
                    help="output folder (refused if it exists, unless --force)"
                    + (f"; default {default_output}" if default_output else ""))
     p.add_argument("--force", action="store_true", help="replace the output folder if it exists")
     p.add_argument("--checkpoint", default=None, help="model weights (default: the shipped DiffMesh tiny/Anny model)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--body", default="anny", choices=["anny", "smpl"], help="body model (smpl needs --smpl-path and "
+    p.add_argument("--device", default="cpu", choices=DEVICES)
+    p.add_argument("--body", default="anny", choices=BODY_NAMES, help="body model (smpl needs --smpl-path and "
                    "a checkpoint trained with SMPL)")
     p.add_argument("--smpl-path", default=None, help="folder with SMPL_NEUTRAL.pkl and J_regressor_h36m.npy")
     p.add_argument("--focal", type=float, default=None, help="focal length in pixels (default: the image diagonal)")
@@ -156,10 +166,15 @@ def _run_options(p: argparse.ArgumentParser, default_output: str | None) -> None
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="diffmesh", description="DiffMesh: smooth human meshes from video.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _data_options(p: argparse.ArgumentParser) -> None:
+    """Where the CMU mocap and its Anny fits are (train, eval)."""
+    p.add_argument("--mocap", default=None, help="path to cmu_30fps.npz (default: the bundled "
+                   "diffmesh/assets/mocap/cmu_30fps.npz)")
+    p.add_argument("--cache", default=None, help="fit cache folder (default: $DIFFMESH_CACHE or ~/.cache/diffmesh, "
+                                                 "subfolder cmu_anny_fits)")
 
+
+def _add_video_commands(sub) -> None:
     p = sub.add_parser("setup", help="build the Anny body cache once per machine (about a minute the first time)")
     p.set_defaults(func=_setup)
 
@@ -172,20 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(p, default_output="outputs/demo")
     p.set_defaults(func=_demo)
 
+
+def _add_cmu_commands(sub) -> None:
+    from .model import METHODS, PRESETS
+
     p = sub.add_parser("prepare", help="fit the Anny body to every CMU mocap sequence and cache the fits")
-    p.add_argument("--mocap", default=None, help="path to cmu_30fps.npz (default: the bundled diffmesh/assets/mocap/cmu_30fps.npz)")
-    p.add_argument("--cache", default=None, help="fit cache folder (default: $DIFFMESH_CACHE or ~/.cache/diffmesh, "
-                                                 "subfolder cmu_anny_fits)")
+    _data_options(p)
     p.add_argument("--subjects", default=None, help="comma-separated subject ids (default: all)")
     p.add_argument("--force", action="store_true", help="refit subjects already in the cache")
-    p.add_argument("--subject-iterations", type=int, default=800, help=argparse.SUPPRESS)
-    p.add_argument("--sequence-iterations", type=int, default=600, help=argparse.SUPPRESS)
+    p.add_argument("--subject-iterations", type=int, default=800, help="optimiser steps of each subject's fit")
+    p.add_argument("--sequence-iterations", type=int, default=600, help="optimiser steps of each sequence's fit")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="train a model on synthetic 2D clips of the CMU fits (run `prepare` first)")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"], help="model size (default: tiny, "
+    p.add_argument("--preset", default="tiny", choices=tuple(PRESETS), help="model size (default: tiny, "
                    "about an hour on 2 CPU cores)")
-    p.add_argument("--method", default="diffmesh", choices=["diffmesh", "baseline1", "baseline2", "perframe"])
+    p.add_argument("--method", default="diffmesh", choices=METHODS)
     p.add_argument("--out", default=None, help="run folder (default: runs/PRESET_METHOD)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--epochs", type=int, default=10)
@@ -195,12 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-noise", action="store_true", help="train on exact 2D keypoints (no detector noise)")
     p.add_argument("--val-clips", type=int, default=96, help="val clips scored after every epoch")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--mocap", default=None, help="path to cmu_30fps.npz")
-    p.add_argument("--cache", default=None, help="fit cache folder (as for `prepare`)")
-    p.add_argument("--splits", default="train,val", help=argparse.SUPPRESS)      # tests: other data
-    p.add_argument("--sequences", default=None, help=argparse.SUPPRESS)
+    _data_options(p)
     p.add_argument("--warmup-steps", type=int, default=200, help="linear learning-rate warm-up")
     p.set_defaults(func=_train)
 
@@ -210,16 +224,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="score this many evenly spaced clips (default: all)")
     p.add_argument("--no-noise", action="store_true", help="exact 2D input instead of the detector noise model")
     p.add_argument("--no-vertices", action="store_true", help="skip MPVE (faster)")
-    p.add_argument("--json", default=None, help="also write the report as JSON to this file")
-    p.add_argument("--force", action="store_true", help="replace an existing --json file")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--mocap", default=None, help="path to cmu_30fps.npz")
-    p.add_argument("--cache", default=None, help="fit cache folder (as for `prepare`)")
+    _report_options(p)
+    _data_options(p)
     p.set_defaults(func=_eval)
 
-    from .paper import PROTOCOLS, SETTINGS as PAPER_SETTINGS
 
-    paper_settings = sorted(PAPER_SETTINGS)
+def _report_options(p: argparse.ArgumentParser) -> None:
+    """The evaluation commands' --json report and device."""
+    p.add_argument("--json", default=None, help="also write the report as JSON to this file")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
+    p.add_argument("--device", default="cpu", choices=DEVICES)
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """paper-train's model: size, method, f, N, Table 7's denoiser design."""
+    from .model import DENOISER_DESIGNS, METHODS, PRESETS
+
+    p.add_argument("--preset", default="paper", choices=tuple(PRESETS))
+    p.add_argument("--method", default="diffmesh", choices=METHODS)
+    p.add_argument("--frames", type=int, default=16, help="f, frames per clip (Table 6)")
+    p.add_argument("--steps", type=int, default=30, help="N, diffusion steps (Table 6)")
+    p.add_argument("--denoiser-design", default="cross", choices=DENOISER_DESIGNS,
+                   help="Table 7: (c) cross (default), (b) two_self, (a) one_self")
+
+
+def _add_paper_train(sub, paper_settings: list[str]) -> None:
     p = sub.add_parser("paper-train", help="train with SMPL on the standard databases as the paper did (Tables 2, 3, "
                        "5-8); see docs/reproduce.md")
     p.add_argument("setting", choices=paper_settings, help="which table's setting (files, input, protocol)")
@@ -227,12 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smpl-path", required=True, help="folder with SMPL_NEUTRAL.pkl and J_regressor_h36m.npy")
     p.add_argument("--out", default=None, help="run folder (default: runs/paper_SETTING_METHOD)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    p.add_argument("--preset", default="paper", choices=["tiny", "small", "paper"])
-    p.add_argument("--method", default="diffmesh", choices=["diffmesh", "baseline1", "baseline2", "perframe"])
-    p.add_argument("--frames", type=int, default=16, help="f, frames per clip (Table 6)")
-    p.add_argument("--steps", type=int, default=30, help="N, diffusion steps (Table 6)")
-    p.add_argument("--denoiser-design", default="cross", choices=["cross", "two_self", "one_self"],
-                   help="Table 7: (c) cross (default), (b) two_self, (a) one_self")
+    _model_options(p)
     p.add_argument("--aux-weight", type=float, default=0.01, help="w4 of Eq. 10 (Table 8: 0 drops the auxiliary loss)")
     p.add_argument("--epochs", type=int, default=0, help="0: the setting's (60; the refinement settings 30)")
     p.add_argument("--steps-per-epoch", type=int, default=0, help="0: the setting's (TCMR 500; MotionBERT one pass)")
@@ -250,9 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="keypoint settings: no mirrored training clips and no flip "
                    "test while validating (both on by default, as in the released code)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_paper_train)
+
+
+def _add_paper_commands(sub) -> None:
+    from .paper import PROTOCOLS, SETTINGS as PAPER_SETTINGS
+
+    paper_settings = sorted(PAPER_SETTINGS)
+    _add_paper_train(sub, paper_settings)
 
     p = sub.add_parser("paper-eval", help="score a paper-mode checkpoint on a setting's test file under the TCMR or "
                        "MotionBERT protocol, beside the paper's number")
@@ -266,17 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="score only the first N sequences")
     p.add_argument("--no-flip-test", action="store_true", help="keypoint models: do not average with the mirrored "
                    "input's prediction (on by default, as MotionBERT and the released code)")
-    p.add_argument("--json", default=None, help="also write the report as JSON to this file")
-    p.add_argument("--force", action="store_true", help="replace an existing --json file")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    _report_options(p)
     p.set_defaults(func=_paper_eval)
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="time DiffMesh against its baselines (Table 4), peer video heads (Table 9) and "
                        "the pipeline (per stage, growing videos) on this machine; one JSON object per line")
     p.add_argument("--settings", default="table4,table9,video,growth",
                    help="comma-separated subset of table4,table9,video,growth (default: all)")
     p.add_argument("--quick", action="store_true", help="a small version of every setting (under a minute)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--repeats", type=int, default=None, help="timed rounds of every setting (default per setting: "
                    "table4 10, table9 5, video 3, growth 1; --quick: 3, 1, 1, 1)")
     p.add_argument("--out", default=None, help="also append the JSON lines to this file (rewritten atomically)")
@@ -287,17 +318,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="table4 model size(s), comma-separated from tiny,small,paper "
                    "(default: tiny,paper; --quick: tiny)")
     p.set_defaults(func=_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffmesh", description="DiffMesh: smooth human meshes from video.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_video_commands(sub)
+    _add_cmu_commands(sub)
+    _add_paper_commands(sub)
+    _add_bench(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user-facing problem (DiffMeshError) is one line and exit status 2; anything else is a
+    bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except DiffMeshError as e:
-        print(f"diffmesh: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:
         print(f"diffmesh: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -68,17 +68,16 @@ def test_training_run_checkpoints_logs_and_resumes_exactly(tmp_path, test_split_
 
 
 def test_torchrun_trains_with_ddp_on_two_processes(tmp_path, test_split_fits):
-    """The same command under torchrun (gloo on CPU here; NCCL with --device cuda) with no code change."""
+    """The same training under torchrun (gloo on CPU here; NCCL with --device cuda) with no code change."""
     import shutil
     import subprocess
     import sys
 
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun is installed with torch"
-    r = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "diffmesh.cli", "train", "--out", str(tmp_path / "ddp"),
-                        "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--val-clips", "4",
-                        "--warmup-steps", "1", "--splits", "test,test", "--sequences", ",".join(SMOKE_SEQUENCES),
-                        "--threads", "1"], capture_output=True, text=True, timeout=600)
+    entry = Path(__file__).parent / "entry" / "ddp_train.py"
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", str(entry), str(tmp_path / "ddp"), ",".join(SMOKE_SEQUENCES)],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("trained diffmesh") == 1                          # rank 0 reports, rank 1 stays quiet
     from diffmesh.checkpoint import read_checkpoint

@@ -172,6 +172,29 @@ def _skew(v: Tensor) -> Tensor:
     return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).view(*v.shape, 3)
 
 
+def _neighbour_sum(x: Tensor) -> Tensor:
+    """Each frame's previous plus next frame (one neighbour at the ends)."""
+    total = torch.zeros_like(x)
+    total[1:] += x[:-1]
+    total[:-1] += x[1:]
+    return total
+
+
+def _joint_jacobian(problem: _Problem, G: Tensor, P: Tensor, shape_dirs: Tensor | None) -> Tensor:
+    """d (centred matched joints, cm) / d (per-bone right perturbations [, betas]): (B, 23 * 3, 24 * 3 [+ S]).
+    A perturbation d of joint j's rotation moves each descendant k by -[p_k - p_j]x G_j d; with `shape_dirs`
+    (24, 3, S), d joint_k / d betas is the sum over the path root -> k of G_parent(i) (D_i - D_parent(i))."""
+    B, K = G.shape[:2]
+    ancestors = problem.matched_ancestors
+    Pc = P * _CM
+    jac = -_skew(Pc[:, problem.matched, None] - Pc[:, None]) @ G[:, None]              # (B, 23, 24, 3, 3)
+    jac = (jac * ancestors[None, :, :, None, None]).permute(0, 1, 3, 2, 4).reshape(B, -1, 3, K * 3)
+    if shape_dirs is not None:
+        moved = G[0, problem.fk.parent_index] @ shape_dirs                              # (24, 3, S)
+        jac = torch.cat([jac, torch.einsum("kj,jcs->kcs", ancestors, moved)[None] * _CM], -1)
+    return (jac - jac.mean(1, keepdim=True)).reshape(B, -1, jac.shape[-1])              # centring is linear
+
+
 def _levenberg_marquardt(problem: _Problem, start: Tensor, targets: Tensor, betas: Tensor, iterations: int,
                          pose_prior: float, smooth: float = 0.0, shape_prior: float | None = None
                          ) -> tuple[Tensor, Tensor, Tensor]:
@@ -194,10 +217,11 @@ def _levenberg_marquardt(problem: _Problem, start: Tensor, targets: Tensor, beta
     S = betas.shape[0] if fit_shape else 0
     n = K * 3 + S
     goal = _centered(targets) * _CM
-    matched, ancestors = problem.matched, problem.matched_ancestors
+    matched = problem.matched
     smooth = smooth if B > 1 else 0.0
     num_neighbours = torch.full((B, 1, 1), 2.0)
     num_neighbours[[0, -1]] = 1.0
+    dirs = None
     if fit_shape:
         dirs = problem.J_dirs - problem.J_dirs[problem.fk.parent_index]                 # (24, 3, S) rest offsets
         dirs[0] = 0.0                                                                   # the root stays at the origin
@@ -205,12 +229,6 @@ def _levenberg_marquardt(problem: _Problem, start: Tensor, targets: Tensor, beta
     def evaluate(delta: Tensor, betas: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         G, P = problem.fk(start @ roma.rotvec_to_rotmat(delta), problem.smpl_rest(betas))
         return G, P, _centered(P[:, matched]) * _CM - goal
-
-    def neighbour_sum(x: Tensor) -> Tensor:
-        total = torch.zeros_like(x)
-        total[1:] += x[:-1]
-        total[:-1] += x[1:]
-        return total
 
     def cost(delta: Tensor, betas: Tensor, residual: Tensor, nb: Tensor, nb_sq: Tensor) -> Tensor:
         c = (residual ** 2).sum((1, 2)) + pose_prior * (delta ** 2).sum((1, 2))
@@ -225,16 +243,10 @@ def _levenberg_marquardt(problem: _Problem, start: Tensor, targets: Tensor, beta
     G, P, residual = evaluate(delta, betas)
     diag = torch.cat([torch.full((K * 3,), float(pose_prior)), torch.full((S,), float(shape_prior or 0.0))])
     for _ in range(iterations):
-        nb = neighbour_sum(delta) if smooth else delta
-        nb_sq = neighbour_sum(delta ** 2).sum((1, 2)) if smooth else None
+        nb = _neighbour_sum(delta) if smooth else delta
+        nb_sq = _neighbour_sum(delta ** 2).sum((1, 2)) if smooth else None
         current = cost(delta, betas, residual, nb, nb_sq)
-        Pc = P * _CM
-        jac = -_skew(Pc[:, matched, None] - Pc[:, None]) @ G[:, None]                  # (B, 23, 24, 3, 3)
-        jac = (jac * ancestors[None, :, :, None, None]).permute(0, 1, 3, 2, 4).reshape(B, -1, 3, K * 3)
-        if fit_shape:      # d joint_k / d betas = sum over the path root -> k of G_parent(i) (D_i - D_parent(i))
-            moved = G[0, problem.fk.parent_index] @ dirs                                # (24, 3, S)
-            jac = torch.cat([jac, torch.einsum("kj,jcs->kcs", ancestors, moved)[None] * _CM], -1)
-        jac = (jac - jac.mean(1, keepdim=True)).reshape(B, -1, n)                       # centring is linear
+        jac = _joint_jacobian(problem, G, P, dirs)
         grad = (jac.transpose(1, 2) @ residual.reshape(B, -1, 1))[..., 0]
         grad[:, :K * 3] += pose_prior * delta.reshape(B, -1)
         hess_diag = diag.expand(B, n) + damping[:, None]

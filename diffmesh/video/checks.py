@@ -18,7 +18,7 @@ import numpy as np
 
 from ..keypoints import H36M_FROM_MEDIAPIPE
 from ..metrics import acceleration, pa_mpjpe
-from ..pipeline import SHARED_JOINTS
+from ..keypoints import SHARED_JOINTS
 
 # The twelve limb joints as MediaPipe landmark indices (each H36M limb joint is one landmark).
 SHARED_LANDMARKS = tuple(H36M_FROM_MEDIAPIPE[j][0] for j in SHARED_JOINTS)
