@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from diffmesh.body.smpl import SMPLBody
-from diffmesh.peers import PEER_NAMES, PEER_PARAMETERS, build_peer, count_parameters, sliding_windows
+from diffmesh.bench.peers import PEER_NAMES, PEER_PARAMETERS, build_peer, count_parameters, sliding_windows
 
 
 @pytest.fixture(scope="module", params=PEER_NAMES)

@@ -21,7 +21,8 @@ from torch import Tensor
 from ..body.anny_body import ANNY_POSED_BONES, AnnyBody
 from ..rotations import rotmat_to_rotvec, rotvec_to_rotmat
 
-# CMU joint -> Anny bone head (correspondences measured in shared/docs/stack-notes.md).
+# CMU joint -> Anny bone head: the pairs whose mean distance over fitted sequences is smallest (7-20 mm before
+# the per-subject offsets; data/prepare.py reports the fit error).
 CMU_TO_ANNY = (
     ("lfemur", "upperleg01.L"), ("ltibia", "lowerleg01.L"), ("lfoot", "foot.L"), ("ltoes", "toe2-1.L"),
     ("rfemur", "upperleg01.R"), ("rtibia", "lowerleg01.R"), ("rfoot", "foot.R"), ("rtoes", "toe2-1.R"),

@@ -1,7 +1,7 @@
 """Is the pose MediaPipe returned a person, and is it the same person as in the last frame?
 
-MediaPipe can return a pose where nobody is (stack-notes.md), so "a pose was returned" is only the first piece
-of evidence. A frame is valid when all of these hold:
+MediaPipe can return a pose where nobody is (on a clip of an empty room it reports a full-body pose in most
+frames), so "a pose was returned" is only the first piece of evidence. A frame is valid when all of these hold:
 1. a pose was returned;
 2. the torso is seen: the mean visibility of both shoulders and both hips is at least `min_torso_visibility`,
    and the mean over the twelve limb landmarks at least `min_limb_visibility`;

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .rotations import rot6d_to_rotmat, rotmat_to_rot6d
+from ..rotations import rot6d_to_rotmat, rotmat_to_rot6d
 
 PEER_PARAMETERS = {"tcmr": 81_907_360, "mpsnet": 12_646_050, "glot": 16_743_948}
 PEER_NAMES = tuple(PEER_PARAMETERS)
