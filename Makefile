@@ -46,7 +46,7 @@ weights: setup
 	$(TRAIN) --method baseline2 --steps-per-epoch 250 --out runs/tiny_baseline2
 	$(TRAIN) --method perframe --steps-per-epoch 250 --out runs/tiny_perframe
 	$(TRAIN) --method baseline1 --steps-per-epoch 60 --out runs/tiny_baseline1
-	$(PY) -m diffmesh.weights.publish runs/tiny_diffmesh runs/tiny_baseline1 runs/tiny_baseline2 runs/tiny_perframe
+	$(PY) -m diffmesh.train.publish runs/tiny_diffmesh runs/tiny_baseline1 runs/tiny_baseline2 runs/tiny_perframe
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -52,7 +52,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .train import TrainSettings, run_training
+    from .train.cmu import TrainSettings, run_training
 
     settings = TrainSettings(preset=args.preset, method=args.method, epochs=args.epochs,
                              steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
@@ -84,7 +84,8 @@ def _refuse_existing(path: str | None, force: bool) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .evaluate import format_table, run_eval, write_json
+    from .evaluation.cmu import format_table, run_eval
+    from .outdir import write_json
 
     _refuse_existing(args.json, args.force)
     report = run_eval(args.checkpoints, split=args.split, limit=args.limit, noise=not args.no_noise,
@@ -97,7 +98,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _paper_train(args: argparse.Namespace) -> None:
-    from .paper import PaperTrainSettings, run_paper_training
+    from .train.paper import PaperTrainSettings, run_paper_training
 
     settings = PaperTrainSettings(
         setting=args.setting, preset=args.preset, method=args.method, frames=args.frames, steps=args.steps,
@@ -117,8 +118,8 @@ def _paper_train(args: argparse.Namespace) -> None:
 def _paper_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from .evaluate import write_json
-    from .paper import format_report, run_paper_eval
+    from .evaluation.paper import format_report, run_paper_eval
+    from .outdir import write_json
 
     _refuse_existing(args.json, args.force)
     report = run_paper_eval(args.checkpoint, args.setting, args.data_dir, args.smpl_path, protocol=args.protocol,
@@ -280,7 +281,7 @@ def _add_paper_train(sub, paper_settings: list[str]) -> None:
 
 
 def _add_paper_commands(sub) -> None:
-    from .paper import PROTOCOLS, SETTINGS as PAPER_SETTINGS
+    from .data.paper_settings import PROTOCOLS, SETTINGS as PAPER_SETTINGS
 
     paper_settings = sorted(PAPER_SETTINGS)
     _add_paper_train(sub, paper_settings)

@@ -1,4 +1,4 @@
-"""Evaluation metrics, as pure numpy functions (float64), and the two protocols in use (reference.md sec. 5).
+"""Evaluation metrics, as pure numpy functions (float64), and the two protocols in use (docs/method.md).
 
 Inputs are in metres; metrics are reported in millimetres (ACC-ERR in mm/frame^2, which papers label mm/s^2).
 Joint arrays are Human3.6M-17 ordered (T, 17, 3) unless stated.

@@ -37,6 +37,7 @@ from .keypoints import mediapipe_to_h36m, normalize_clip
 from .model import DiffMeshModel
 from .outdir import commit_outdir, prepare_outdir
 from .paths import DEFAULT_CHECKPOINT
+from .predict import predict_clips
 from .render import MeshRenderer
 from .result import Result
 from .video.decode import VideoInfo, VideoWriter, iter_frames, probe_video
@@ -162,24 +163,21 @@ def load_run_model(settings: RunSettings, body: BodyModel) -> tuple[DiffMeshMode
     return model, model_body, str(path)
 
 
-@torch.inference_mode()
 def recover_meshes(model: DiffMeshModel, keypoints: np.ndarray, clips: list[np.ndarray], num_frames_total: int,
                    batch_clips: int = 64, device: str = "cpu", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Run the model over the clips: per-frame rotations (T, K, 3, 3) and shapes (T, S) (identity / zeros in frames
     no clip covers). Each frame takes its clip's shape."""
-    model.eval()
     K, S = model.cfg.num_bones, model.cfg.num_shape
     rotmats = np.tile(np.eye(3, dtype=np.float32), (num_frames_total, K, 1, 1))
     shapes = np.zeros((num_frames_total, S), np.float32)
-    g = torch.Generator(device=device).manual_seed(seed)
-    for i in range(0, len(clips), batch_clips):
-        batch = clips[i:i + batch_clips]
-        x = np.stack([normalize_clip(keypoints[idx])[0] for idx in batch])
-        out = model(torch.from_numpy(x).to(device), generator=g)
-        rot, shape = out.rotmats.float().cpu().numpy(), out.shape.float().cpu().numpy()
-        for c, idx in enumerate(batch):
-            rotmats[idx] = rot[c]                     # padded frames write the same frame again: harmless
-            shapes[idx] = shape[c]
+    if not clips:
+        return rotmats, shapes
+    x = np.stack([normalize_clip(keypoints[idx])[0] for idx in clips])
+    out = predict_clips(model, None, x, batch_size=batch_clips, seed=seed, device=device, with_joints=False)
+    rot, shape = out["rotmats"].float().numpy(), out["shape"].float().numpy()
+    for c, idx in enumerate(clips):
+        rotmats[idx] = rot[c]                         # padded frames write the same frame again: harmless
+        shapes[idx] = shape[c]
     return rotmats, shapes
 
 

@@ -1,8 +1,4 @@
-import subprocess
-import sys
-
-import numpy as np
-import pytest
+"""The command line's error policy: a user's mistake is one line and exit status 2, nothing is overwritten."""
 
 from diffmesh.cli import main
 
@@ -46,3 +42,10 @@ def test_train_refuses_to_overwrite_a_run_and_a_missing_cache(tmp_path, capsys):
 def test_prepare_unknown_subject_is_one_line(tmp_path, capsys, mocap):
     assert main(["prepare", "--subjects", "99", "--cache", str(tmp_path / "c")]) == 2
     assert "not in" in _one_error_line(capsys)
+
+
+def test_unknown_bench_setting_is_one_line_that_names_the_choices(capsys):
+    """A bad option value is a SettingsError: one line naming what to choose, not a traceback."""
+    assert main(["bench", "--settings", "table4,bogus", "--quick"]) == 2
+    err = _one_error_line(capsys)
+    assert "bogus" in err and "table9" in err

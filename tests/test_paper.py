@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from diffmesh.body.mirror import smpl_rotmats
 from diffmesh.body.smpl import SMPLBody
 from diffmesh.cli import main
 from diffmesh.data.databases import (H36M17_TO_MPII3D17, chunk_starts, motionbert_clips, read_database,
                                      read_mesh_pickle)
+from diffmesh.data.paper_settings import SETTINGS
 from diffmesh.errors import DataError, MissingFileError, UnsafePickleError
+from diffmesh.evaluation.paper import EvalSet, tcmr_windows
 from diffmesh.model import build_model, model_config
-from diffmesh.paper import SETTINGS, EvalSet, smpl_rotmats, tcmr_windows
 from paper_files import vibe_db, write_all, write_smpl
 
 
@@ -260,7 +262,7 @@ def test_paper_commands_report_bad_input(files, tmp_path, capsys):
 
 
 def test_flip_is_a_mirror_in_both_forms():
-    from diffmesh.paper import flip_keypoints, flip_pose, flip_rotmats
+    from diffmesh.body.mirror import flip_keypoints, flip_pose, flip_rotmats
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 16, 17, 3)).astype(np.float32)
@@ -272,7 +274,7 @@ def test_flip_is_a_mirror_in_both_forms():
 
 
 def test_flip_test_averages_with_the_mirrored_prediction(files):
-    from diffmesh.paper import flip_keypoints, flip_rotmats
+    from diffmesh.body.mirror import flip_keypoints, flip_rotmats
 
     data, smpl = files
     body = SMPLBody(smpl)

@@ -375,7 +375,7 @@ def test_design_parameter_names(anny_body):
 @pytest.mark.parametrize("design", ["two_self", "one_self"])
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "perframe"])
 def test_design_shapes_and_gradients(anny_body, design, method):
-    from diffmesh.train import seed_everything, train_step
+    from diffmesh.train.loop import seed_everything, train_step
     from test_model import _fake_targets
 
     g = seed_everything(0)

@@ -238,7 +238,7 @@ def test_run_from_a_fresh_process_prints_a_summary(tmp_path):
 
 
 def test_real_video_checks_smoother_than_mediapipe_and_close_to_blazepose(squats_run):
-    from diffmesh.video.checks import check_result
+    from diffmesh.evaluation.video_checks import check_result
 
     reference = np.array(json.loads((SQUATS.with_name(SQUATS.stem + ".blazepose_3d_world.json")).read_text()))
     checks = check_result(dict(np.load(squats_run / "result.npz")), reference)

@@ -9,7 +9,7 @@ import torch
 from diffmesh.data.prepare import load_fits
 from diffmesh.data.synthetic import ClipMaker, NoiseModel, build_motion_bank
 from diffmesh.model import build_model, model_config
-from diffmesh.train import seed_everything, train_step
+from diffmesh.train.loop import seed_everything, train_step
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_overfit_drives_loss_down_10x(anny_body, real_batch):
 
 
 def _tiny_settings(**kw):
-    from diffmesh.train import TrainSettings
+    from diffmesh.train.cmu import TrainSettings
 
     return TrainSettings(**{**dict(epochs=2, steps_per_epoch=3, batch_size=4, val_clips=8, warmup_steps=2), **kw})
 
@@ -46,7 +46,7 @@ SMOKE_SEQUENCES = ["13_11", "13_13"]
 
 def test_training_run_checkpoints_logs_and_resumes_exactly(tmp_path, test_split_fits, method="diffmesh"):
     from diffmesh.checkpoint import read_checkpoint
-    from diffmesh.train import run_training
+    from diffmesh.train.cmu import run_training
 
     kw = dict(splits=("test", "test"), sequences=SMOKE_SEQUENCES, quiet=True)
     full = run_training(tmp_path / "full", _tiny_settings(method=method), **kw)

@@ -8,7 +8,7 @@ import pytest
 
 from diffmesh.checkpoint import load_model
 from diffmesh.paths import DEFAULT_CHECKPOINT, WEIGHTS_DIR
-from diffmesh.weights.publish import CHECK_SUBSET_CLIPS, RECORD
+from diffmesh.train.publish import CHECK_SUBSET_CLIPS, RECORD
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 # Tolerance on the re-evaluated figures: the ground truth comes from a fit rerun on the test machine, which
@@ -37,7 +37,7 @@ def test_record_and_docs_agree():
 
 @pytest.mark.slow
 def test_shipped_weights_reproduce_their_recorded_scores(test_split_fits):
-    from diffmesh.evaluate import run_eval
+    from diffmesh.evaluation.cmu import run_eval
 
     record = json.loads(RECORD.read_text())
     want = {Path(r["checkpoint"]).name: r for r in record["check_subset"]["results"]}

@@ -97,7 +97,7 @@ class FrameDatabase:
         if self.bbox is None:
             uv = j[..., :2] * (2 / 224) - 1
         else:
-            uv = normalise_crop(j[..., :2], self.bbox[rows])
+            uv = normalize_crop(j[..., :2], self.bbox[rows])
         return uv.astype(np.float32), j[..., 2].astype(np.float32)
 
 
@@ -281,14 +281,14 @@ def motionbert_clips(source: np.ndarray, n_frames: int, stride: int) -> np.ndarr
     return np.stack(clips) if clips else np.zeros((0, n_frames), np.int64)
 
 
-def normalise_screen(joint_2d: np.ndarray, res: np.ndarray) -> np.ndarray:
+def normalize_screen(joint_2d: np.ndarray, res: np.ndarray) -> np.ndarray:
     """MotionBERT's 2D normalisation: x / w * 2 - 1, y / w * 2 - h / w (the image's width maps to [-1, 1], aspect
     kept). joint_2d (n, J, 2) pixels, res (n, 2) (w, h) -> (n, J, 2)."""
     w, h = res[:, None, :1], res[:, None, 1:]
     return (joint_2d / w * 2 - np.concatenate([np.ones_like(w), h / w], -1)).astype(np.float32)
 
 
-def normalise_crop(joints2d: np.ndarray, bbox: np.ndarray) -> np.ndarray:
+def normalize_crop(joints2d: np.ndarray, bbox: np.ndarray) -> np.ndarray:
     """Pixels to the person's crop: (x - cx, y - cy) / (1.2 w / 2), so the square crop spans [-1, 1] (VIBE's kp_2d for
     224-pixel crops, with TCMR's fixed 1.2 scale). joints2d (n, J, 2), bbox (n, 4) -> (n, J, 2)."""
     centre, half = bbox[:, None, :2], np.maximum(bbox[:, None, 2:3], 1e-6) * CROP_SCALE / 2

@@ -6,7 +6,7 @@
 - agreement with a reference 3D pose (the BlazePose 3D output shipped beside the squats clip: model output,
   not ground truth): MPJPE after aligning the hip centres and PA-MPJPE, over the same twelve joints.
 
-`python -m diffmesh.video.checks OUTDIR [--reference blazepose_3d_world.json]` prints them as JSON.
+`python -m diffmesh.evaluation.video_checks OUTDIR [--reference blazepose_3d_world.json]` prints them as JSON.
 """
 
 import argparse
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..keypoints import H36M_FROM_MEDIAPIPE
+from ..keypoints import H36M_FROM_MEDIAPIPE, SHARED_JOINTS
 from ..metrics import acceleration, pa_mpjpe
-from ..keypoints import SHARED_JOINTS
 
 # The twelve limb joints as MediaPipe landmark indices (each H36M limb joint is one landmark).
 SHARED_LANDMARKS = tuple(H36M_FROM_MEDIAPIPE[j][0] for j in SHARED_JOINTS)

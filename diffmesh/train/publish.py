@@ -1,7 +1,8 @@
 """Copy trained runs into the package as the shipped weights, with their record (`python -m
-diffmesh.weights.publish RUN_DIR...`, run by `make weights`).
+diffmesh.train.publish RUN_DIR...`, run by `make weights`).
 
-For each run's best.pt it writes `<method>_tiny_anny.pt` here. `record.json` records, for each of them:
+For each run's best.pt it writes `<method>_tiny_anny.pt` in diffmesh/weights/ (`paths.WEIGHTS_DIR`).
+`record.json` there records, for each of them:
 - the training command and settings, the data (mocap md5, fit error) and the validation history;
 - the scores on the whole CMU test split;
 - the scores on a fixed 48-clip subset, which `tests/test_weights.py` recomputes.
@@ -36,7 +37,7 @@ def train_command(settings: dict) -> str:
 
 def publish(run_dirs: list[Path]) -> dict:
     from ..data.prepare import default_cache_dir
-    from ..evaluate import run_eval
+    from ..evaluation.cmu import run_eval
 
     record = {"models": {}}
     for run in run_dirs:
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("runs", nargs="+", type=Path, help="run folders (each with best.pt and last.pt)")
     args = p.parse_args(argv)
-    from ..evaluate import format_table
+    from ..evaluation.cmu import format_table
 
     record = publish(args.runs)
     print(format_table(record["test"]))

@@ -10,36 +10,32 @@ root-relative (pelvis at the origin), in camera axes:
   time: forward pass of the network (no body model) per frame, batch of 32 clips, after one warm-up batch.
 """
 
-
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .body.anny_body import AnnyBody
-from .checkpoint import load_model
-from .metrics import acc_err, mpjpe, mpve, pa_mpjpe
-from .train import predict_clips
+from ..body.anny_body import AnnyBody
+from ..checkpoint import load_model
+from ..errors import DataError
+from ..metrics import acc_err, mpjpe, mpve, pa_mpjpe
+from ..paths import WEIGHTS_DIR
+from ..predict import predict_clips
 
 EVAL_SEED = 2024
 
 
 def default_checkpoints() -> list[Path]:
     """The shipped weights: the default DiffMesh model and the three reference models trained the same way."""
-    from .paths import WEIGHTS_DIR
-
     return sorted(WEIGHTS_DIR.glob("*.pt"), key=lambda p: ("diffmesh" not in p.name, p.name))
 
 
 @torch.inference_mode()
-def _vertices(body: AnnyBody, rotmats: torch.Tensor, shape: torch.Tensor, batch: int = 256) -> np.ndarray:
+def _vertices(body: AnnyBody, rotmats: torch.Tensor, shape: torch.Tensor) -> np.ndarray:
     """(F, K, 3, 3), (F, S) -> pelvis-aligned vertices (F, V, 3) float32."""
-    out = []
-    for i in range(0, len(rotmats), batch):
-        res = body(rotmats[i:i + batch], shape[i:i + batch])
-        out.append((res.vertices - res.joints[:, :1]).numpy().astype(np.float32))
-    return np.concatenate(out)
+    return np.concatenate([(out.vertices - out.joints[:, :1]).numpy().astype(np.float32)
+                           for _, out in body.pose_in_chunks(rotmats, shape, chunk=256)])
 
 
 class TestSet:
@@ -47,8 +43,8 @@ class TestSet:
 
     def __init__(self, body: AnnyBody, split: str = "test", limit: int | None = None, noise: bool = True,
                  mocap_path=None, cache_dir=None, num_frames: int = 16, with_vertices: bool = True):
-        from .data.prepare import load_fits
-        from .data.synthetic import ClipMaker, NoiseModel, build_motion_bank, fixed_clips
+        from ..data.prepare import load_fits
+        from ..data.synthetic import ClipMaker, NoiseModel, build_motion_bank, fixed_clips
 
         self.bank = build_motion_bank(body, load_fits(split, mocap_path, cache_dir))
         self.starts, rngs, cameras = fixed_clips(self.bank, num_frames, EVAL_SEED, limit)
@@ -128,8 +124,6 @@ def evaluate_checkpoint(path: Path, body: AnnyBody, test: TestSet, device: str =
 
 def run_eval(checkpoints: list[Path] | None = None, split: str = "test", limit: int | None = None, noise: bool = True,
              device: str = "cpu", with_vertices: bool = True, mocap_path=None, cache_dir=None) -> dict:
-    from .errors import DataError
-
     checkpoints = [Path(c) for c in checkpoints] if checkpoints else default_checkpoints()
     if not checkpoints:
         raise DataError("no checkpoints given and none shipped in diffmesh/weights; pass CHECKPOINT paths")
@@ -156,8 +150,3 @@ def format_table(report: dict) -> str:
                      f"{r['ms_per_frame']:.2f} |")
     return "\n".join(lines)
 
-
-def write_json(report: dict, path: Path) -> None:
-    from .outdir import write_json as write_atomically
-
-    write_atomically(report, path)

@@ -1,0 +1,113 @@
+"""`diffmesh train`: one method trained on synthetic 2D clips of the CMU train split rendered through the Anny body
+(data/synthetic.py), validated on the val split every epoch (diffmesh.train.loop runs the epochs, logs, writes
+the checkpoints and resumes).
+
+AdamW with a linear warm-up then cosine decay, stepped every step. Several GPUs: `torchrun --nproc_per_node=G -m
+diffmesh.cli train ...`.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+from ..predict import predict_clips
+from ..losses import Targets
+from ..metrics import mpjpe, pa_mpjpe
+from ..model import build_model, model_config
+from .loop import LoopSpec, run_loop, seed_everything, start_run
+
+
+@dataclass
+class TrainSettings:
+    """Everything a run depends on (saved in every checkpoint; `--resume` refuses a different one)."""
+
+    preset: str = "tiny"
+    method: str = "diffmesh"
+    epochs: int = 10
+    steps_per_epoch: int = 250
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    seed: int = 0
+    noise: bool = True
+    val_clips: int = 96
+    max_grad_norm: float = 1.0
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 5 % of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def validate(model, body, val_inputs: Tensor, val_targets: Targets, device: str) -> dict[str, float]:
+    """MPJPE and PA-MPJPE (mm) of `model` on the fixed validation clips, valid frames only."""
+    pred = predict_clips(model, body, val_inputs, device=device)["joints"].flatten(0, 1).numpy()
+    gt = val_targets.joints3d.flatten(0, 1).numpy()
+    valid = val_targets.valid.flatten().numpy()
+    return {"mpjpe_mm": float(mpjpe(pred[valid], gt[valid]).mean() * 1000),
+            "pa_mpjpe_mm": float(pa_mpjpe(pred[valid], gt[valid]).mean() * 1000)}
+
+
+def _draw(maker, starts: np.ndarray, batch_size: int, device: str, rng: np.random.Generator):
+    """One step's batch: `batch_size` random windows of the train split, on `device`."""
+    x, targets = maker.batch(rng.choice(starts, batch_size), [rng] * batch_size)
+    targets = Targets(*(t.to(device) for t in (targets.rotmats, targets.shape, targets.joints3d,
+                                               targets.keypoints2d, targets.valid)))
+    return x.to(device), targets, {}
+
+
+def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cpu", resume: bool = False,
+                 mocap_path=None, cache_dir=None, threads: int | None = None, quiet: bool = False,
+                 splits: tuple[str, str] = ("train", "val"), sequences: list[str] | None = None,
+                 stop_after_epochs: int | None = None) -> dict:
+    """The whole run (see the module docstring). Returns a summary (also written to OUT/summary.json).
+    `splits` and `sequences` choose other data and `stop_after_epochs` stops early as an interruption would
+    (the tests use them)."""
+    from ..body.anny_body import AnnyBody
+    from ..data.prepare import load_fits
+    from ..data.synthetic import ClipMaker, NoiseModel, build_motion_bank, fixed_clips, window_starts
+
+    out_dir = Path(out_dir)
+    run = start_run(out_dir, device, resume)
+    dev = run.device
+    if threads:
+        torch.set_num_threads(threads)
+
+    body = AnnyBody().to(dev)
+    train_bank = build_motion_bank(body.cpu(), load_fits(splits[0], mocap_path, cache_dir, sequences))
+    val_bank = build_motion_bank(body, load_fits(splits[1], mocap_path, cache_dir, sequences))
+    body.to(dev)
+    cfg = model_config(settings.preset, method=settings.method)
+    f = cfg.num_frames
+    maker = ClipMaker(train_bank, f, NoiseModel(enabled=settings.noise))
+    starts = window_starts(train_bank, f, 1)
+    if len(starts) == 0:
+        raise DataError("the train split has no sequence of at least f frames")
+    val_starts, val_rngs, val_cams = fixed_clips(val_bank, f, seed=1234, limit=settings.val_clips)
+    val_x, val_t = ClipMaker(val_bank, f, NoiseModel(enabled=settings.noise)).batch(val_starts, val_rngs, val_cams)
+
+    seed_everything(settings.seed)
+    model = build_model(cfg, body).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    total = settings.epochs * settings.steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, settings.warmup_steps))
+    spec = LoopSpec(
+        model=model, body=body, optimizer=opt, scheduler=sched,
+        draw=lambda rng, epoch: _draw(maker, starts, settings.batch_size, dev, rng),
+        validate=lambda: validate(model, body, val_x, val_t, dev),
+        report=lambda epoch, val: (f"epoch {epoch}/{settings.epochs}: val MPJPE {val['mpjpe_mm']:.1f} mm, "
+                                   f"PA-MPJPE {val['pa_mpjpe_mm']:.1f} mm"),
+        settings=asdict(settings), settings_key="settings", result_key="val", score_key="mpjpe_mm",
+        best_key="best_val_mpjpe_mm", epochs=settings.epochs, steps_per_epoch=settings.steps_per_epoch,
+        seed=settings.seed, max_grad_norm=settings.max_grad_norm, description=f"train {settings.method}",
+        summary_extra={"parameters": sum(p.numel() for p in model.parameters())})
+    return run_loop(spec, run, out_dir, resume=resume, quiet=quiet, stop_after_epochs=stop_after_epochs)
