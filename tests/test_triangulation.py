@@ -1,0 +1,84 @@
+"""The multi-view reference's geometry on the real calibration of Pose2Sim's multi-person demo: the Qualisys file
+read as Pose2Sim reads it, and DLT triangulation with outlier views dropped, against points projected through
+the same cameras."""
+
+import numpy as np
+import pytest
+
+from diffmesh.data.calibration import CalibratedCamera, demo_multiperson, fetch_wheel, read_qca
+from diffmesh.errors import DataError, DiffMeshError, MissingFileError
+from diffmesh.evaluation.triangulation import triangulate
+
+
+@pytest.fixture(scope="module")
+def cameras() -> list[CalibratedCamera]:
+    try:
+        folder = demo_multiperson()
+    except DiffMeshError as e:                       # no package index reachable: nothing to check against
+        pytest.skip(f"Pose2Sim demo unavailable: {e}")
+    return read_qca(folder / "calibration" / "Calib.qca.txt")
+
+
+def _visible_points(cameras, n: int = 200, seed: int = 0) -> np.ndarray:
+    """Random points in the capture volume (a 3 x 3 m floor area, 0-2 m high) that every camera sees."""
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform([-1.5, -1.5, 0], [1.5, 1.5, 2], (20 * n, 3))
+    ok = np.ones(len(pts), bool)
+    for c in cameras:
+        depth = (pts @ c.R.T + c.t)[:, 2]
+        uv = c.project(pts)
+        ok &= (depth > 0.5) & (uv >= 0).all(1) & (uv[:, 0] < c.size[0]) & (uv[:, 1] < c.size[1])
+    assert ok.sum() >= n, "the calibration's cameras share no view of the capture volume"
+    return pts[ok][:n]
+
+
+def test_calibration_reads_four_cameras_placed_where_qualisys_says(cameras):
+    assert [c.name for c in cameras] == ["cam01", "cam02", "cam03", "cam04"]
+    assert all(c.size == (1088, 1920) for c in cameras)                  # portrait 1088x1920, as the videos
+    cam01 = cameras[0]
+    assert cam01.K[0, 0] == pytest.approx(107599.671875 / 64) and cam01.K[1, 2] == pytest.approx(60680.792969 / 64)
+    # The camera centre -R^T t is the position Qualisys stores (mm) for cam01.
+    np.testing.assert_allclose(-cam01.R.T @ cam01.t, [1.4602323709, -1.9091590482, 1.8965058524], atol=1e-9)
+    for c in cameras:
+        np.testing.assert_allclose(c.R @ c.R.T, np.eye(3), atol=1e-9)
+        assert np.linalg.det(c.R) == pytest.approx(1.0)
+
+
+def test_triangulation_round_trips_points_projected_through_the_real_cameras(cameras):
+    points = _visible_points(cameras)
+    pixels = np.stack([c.project(points) for c in cameras])
+    result = triangulate(cameras, pixels, np.ones(pixels.shape[:2]))
+    np.testing.assert_allclose(result.points, points, atol=1e-6)
+    assert result.used.all() and np.nanmax(result.error_px) < 1e-4
+
+
+def test_a_wrong_view_is_dropped_and_reported(cameras):
+    points = _visible_points(cameras, n=50, seed=1)
+    pixels = np.stack([c.project(points) for c in cameras])
+    pixels[2, :20] += 120.0                               # cam03 sees someone else for the first 20 points
+    result = triangulate(cameras, pixels, np.ones(pixels.shape[:2]))
+    np.testing.assert_allclose(result.points, points, atol=1e-6)
+    assert not result.used[2, :20].any() and result.used[:, 20:].all()
+    assert result.error_px[2, :20].min() > 100 and result.view_error_px()[2] < 1e-4
+    low = np.ones(pixels.shape[:2])
+    low[:3, 40:] = 0.0                                    # seen confidently by one camera only: no point
+    assert np.isnan(triangulate(cameras, pixels, low).points[40:]).all()
+
+
+def test_bad_calibration_and_missing_wheel_are_one_line(tmp_path, cameras):
+    bad = tmp_path / "Calib.qca.txt"
+    bad.write_text("<calibration><cameras><camera model='none' serial='x'><fov_video left='0'/>")
+    with pytest.raises(DataError, match="not a readable Qualisys calibration"):
+        read_qca(bad)
+    bad.write_text("<calibration><cameras><camera model='none' serial='x'><fov_video left='0' top='0' right='9'/>"
+                   "<intrinsic/><transform/></camera></cameras></calibration>")
+    with pytest.raises(DataError, match="'bottom' is missing") as e:
+        read_qca(bad)
+    assert "\n" not in str(e.value)
+    with pytest.raises(MissingFileError, match="pip download --no-deps pose2sim==0.10.49"):
+        fetch_wheel(tmp_path / "empty", download=False)
+    corrupt = tmp_path / "c" / "pose2sim-0.10.49-py3-none-any.whl"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"PK not a wheel")
+    with pytest.raises(DataError, match="corrupt"):
+        fetch_wheel(corrupt.parent, download=False)
