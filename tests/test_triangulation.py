@@ -63,6 +63,10 @@ def test_a_wrong_view_is_dropped_and_reported(cameras):
     low = np.ones(pixels.shape[:2])
     low[:3, 40:] = 0.0                                    # seen confidently by one camera only: no point
     assert np.isnan(triangulate(cameras, pixels, low).points[40:]).all()
+    pixels[3, 30:] = np.nan                               # cam04 saw nothing there (MediaPipe's missing frames)
+    missing = triangulate(cameras, pixels, np.ones(pixels.shape[:2]))
+    np.testing.assert_allclose(missing.points, points, atol=1e-6)
+    assert not missing.used[3, 30:].any() and np.isnan(missing.error_px[3, 30:]).all()
 
 
 def test_bad_calibration_and_missing_wheel_are_one_line(tmp_path, cameras):

@@ -63,8 +63,9 @@ def triangulate(cameras: list[CalibratedCamera], pixels: np.ndarray, confidence:
     more than `max_error_px`, the view whose removal leaves the smallest worst error is dropped (every view is
     tried: the wrong view need not be the one with the largest error, since it pulls the point towards itself)."""
     projections = np.stack([c.projection for c in cameras])
-    normalized = np.stack([c.normalized(p) for c, p in zip(cameras, pixels)])
-    used = (confidence >= min_confidence) & np.isfinite(pixels).all(-1)
+    seen = np.isfinite(pixels).all(-1)                                             # NaN: the view saw nothing
+    normalized = np.stack([c.normalized(np.where(s[:, None], p, 0.0)) for c, p, s in zip(cameras, pixels, seen)])
+    used = (confidence >= min_confidence) & seen
     weights = np.where(used, confidence, 0.0)
     points, error = _solve(cameras, projections, normalized, pixels, weights, used, min_views)
     while True:
@@ -84,4 +85,4 @@ def triangulate(cameras: list[CalibratedCamera], pixels: np.ndarray, confidence:
             used[view, pick] = False
             points[pick], error[:, pick] = trial_points[pick], trial_error[:, pick]
     enough = used.sum(0) >= min_views
-    return Triangulated(points, used & enough, np.where(np.isfinite(pixels).all(-1), error, np.nan))
+    return Triangulated(points, used & enough, np.where(seen, error, np.nan))
