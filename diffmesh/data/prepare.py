@@ -6,8 +6,6 @@ complete files; a rerun skips the subjects already done. Every file records the 
 file's md5 and the Anny version; a file that does not match is refused with the command that rebuilds it.
 """
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,7 @@ import numpy as np
 
 from ..body.anny_body import AnnyBody
 from ..errors import DataError
-from ..outdir import write_json
+from ..outdir import write_json, write_npz
 from ..paths import cache_root
 from .fitting import CMU_TO_ANNY, JOINT_GROUPS, fit_sequence, fit_subject
 from .mocap import CMUMocap
@@ -30,18 +28,6 @@ SEQUENCE_ITERATIONS = 600
 
 def default_cache_dir() -> Path:
     return cache_root() / "cmu_anny_fits"
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def subject_file(cache_dir: Path, subject: str) -> Path:
@@ -147,7 +133,7 @@ def run_prepare(mocap_path=None, cache_dir=None, subjects: list[str] | None = No
         for s in todo:
             bar.set_postfix(subject=s)
             data = prepare_subject(body, mocap, s, subject_iterations, sequence_iterations, progress=bar)
-            _atomic_savez(subject_file(cache_dir, s), **data)
+            write_npz(subject_file(cache_dir, s), **data)
     files = [check_fit_file(subject_file(cache_dir, s), md5, body.version) for s in subjects]
     report = {"cache": str(cache_dir), "subjects": subjects, "fitted_now": todo, "seconds": time.time() - t0,
               "iterations": {"subject": subject_iterations, "sequence": sequence_iterations},

@@ -8,7 +8,6 @@ the others and is dropped point by point, so the reference is the person most vi
 cache (`reference_v{REFERENCE_VERSION}.npz`, written atomically); a cache of another version is rebuilt.
 """
 
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from ..data.calibration import CalibratedCamera, demo_multiperson, read_qca
 from ..keypoints import mediapipe_to_h36m
+from ..outdir import write_npz
 from ..video.decode import probe_video
 from ..video.detect import detect_keypoints
 from .triangulation import triangulate
@@ -59,11 +59,9 @@ def triangulate_views(cameras: list[CalibratedCamera], pixels: np.ndarray, visib
 
 
 def _save(ref: Reference, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, version=REFERENCE_VERSION, joints=ref.joints, landmarks=ref.landmarks,
-                        views_used=ref.views_used, view_error_px=ref.view_error_px, pixels=ref.pixels,
-                        visibility=ref.visibility, fps=ref.fps, cameras=np.array(ref.cameras))
-    os.replace(tmp, path)
+    write_npz(path, version=REFERENCE_VERSION, joints=ref.joints, landmarks=ref.landmarks,
+              views_used=ref.views_used, view_error_px=ref.view_error_px, pixels=ref.pixels,
+              visibility=ref.visibility, fps=ref.fps, cameras=np.array(ref.cameras))
 
 
 def _load(path: Path) -> Reference | None:
