@@ -97,6 +97,21 @@ def _eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _eval_video(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .evaluation.real_video import JOINT_SETS, format_report, run_eval_video
+    from .outdir import write_json
+
+    _refuse_existing(args.json, args.force)
+    report = run_eval_video(args.checkpoints, cache=args.cache, settings={"device": args.device})
+    for joint_set in JOINT_SETS:
+        print(format_report(report, joint_set) + "\n")
+    if args.json:
+        write_json(report, Path(args.json))
+        print(f"wrote {args.json}")
+
+
 def _paper_train(args: argparse.Namespace) -> None:
     from .train.paper import PaperTrainSettings, run_paper_training
 
@@ -302,6 +317,17 @@ def _add_paper_commands(sub) -> None:
     p.set_defaults(func=_paper_eval)
 
 
+def _add_eval_video(sub) -> None:
+    p = sub.add_parser("eval-video", help="score checkpoints on real video (the Pose2Sim multi-person demo, 4 "
+                       "calibrated views) against a triangulated reference, beside MediaPipe's own 3D raw and filtered")
+    p.add_argument("checkpoints", nargs="*", help="checkpoint files (default: the shipped weights)")
+    p.add_argument("--cache", default=None, help="folder for the pose2sim wheel (fetched with pip on first use), the "
+                   "demo's files and the cached reference (default: $DIFFMESH_CACHE or ~/.cache/diffmesh, "
+                   "subfolder pose2sim)")
+    _report_options(p)
+    p.set_defaults(func=_eval_video)
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="time DiffMesh against its baselines (Table 4), peer video heads (Table 9) and "
                        "the pipeline (per stage, growing videos) on this machine; one JSON object per line")
@@ -327,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_video_commands(sub)
     _add_cmu_commands(sub)
     _add_paper_commands(sub)
+    _add_eval_video(sub)
     _add_bench(sub)
     return parser
 

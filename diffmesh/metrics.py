@@ -51,6 +51,16 @@ def acceleration(x: np.ndarray) -> np.ndarray:
     return x[:-2] - 2 * x[1:-1] + x[2:]
 
 
+def moving_average(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over the first axis (window odd): (T, ...) -> (T, ...), NaN where the window leaves
+    the sequence (and wherever it meets a NaN)."""
+    half = window // 2
+    out = np.full(x.shape, np.nan)
+    if len(x) >= window:
+        out[half:len(x) - half] = np.lib.stride_tricks.sliding_window_view(x, window, axis=0).mean(-1)
+    return out
+
+
 def acc_err(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Per-frame acceleration error: mean over joints of ||acc_pred - acc_gt||. (T, J, 3) -> (T-2,)."""
     return np.linalg.norm(acceleration(pred) - acceleration(gt), axis=-1).mean(-1)

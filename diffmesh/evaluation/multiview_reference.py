@@ -16,6 +16,7 @@ import numpy as np
 
 from ..data.calibration import CalibratedCamera, demo_multiperson, read_qca
 from ..keypoints import mediapipe_to_h36m
+from ..metrics import acceleration, moving_average
 from ..outdir import write_npz
 from ..video.decode import probe_video
 from ..video.detect import detect_keypoints
@@ -38,11 +39,17 @@ class Reference:
     visibility: np.ndarray
     fps: float
     cameras: tuple[str, ...]
+    folder: Path | None = None          # the recording's folder (videos/, calibration/), when known
 
-    def jitter_mm(self) -> float:
-        """Mean joint acceleration (mm/frame^2) of the reference itself: the triangulation's own noise floor."""
-        acc = self.joints[:-2] - 2 * self.joints[1:-1] + self.joints[2:]
-        return float(np.nanmean(np.linalg.norm(acc, axis=-1)) * 1000)
+    @property
+    def camera_models(self) -> list[CalibratedCamera]:
+        return read_qca(self.folder / "calibration" / "Calib.qca.txt")
+
+    def jitter_mm(self, window: int = 1) -> float:
+        """Mean joint acceleration (mm/frame^2) of the reference itself, the triangulation's own noise floor;
+        with `window` > 1, of its centred moving average over that many frames."""
+        joints = moving_average(self.joints, window) if window > 1 else self.joints
+        return float(np.nanmean(np.linalg.norm(acceleration(joints), axis=-1)) * 1000)
 
 
 def triangulate_views(cameras: list[CalibratedCamera], pixels: np.ndarray, visibility: np.ndarray,
@@ -82,6 +89,7 @@ def demo_reference(cache: str | Path | None = None, progress: bool = False) -> R
     path = folder / f"reference_v{REFERENCE_VERSION}.npz"
     ref = _load(path)
     if ref is not None:
+        ref.folder = folder
         return ref
     cameras = read_qca(folder / "calibration" / "Calib.qca.txt")
     tracks, fps = [], None
@@ -94,5 +102,6 @@ def demo_reference(cache: str | Path | None = None, progress: bool = False) -> R
     pixels = np.stack([t.landmarks[:T] for t in tracks]).astype(np.float64)
     visibility = np.stack([t.visibility[:T] for t in tracks])
     ref = triangulate_views(cameras, pixels, visibility, fps)
+    ref.folder = folder
     _save(ref, path)
     return ref
