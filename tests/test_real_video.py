@@ -99,17 +99,19 @@ def report():
 def test_benchmark_scores_every_view_of_the_real_recording(report):
     views = report["views"]
     assert list(views) == ["cam01", "cam02", "cam03", "cam04"]
-    for name in ("cam01", "cam02", "cam04"):                 # these views' trackers follow the reference person
+    for name in ("cam01", "cam02", "cam04"):                 # these views' trackers follow the woman (person 0)
         v = views[name]
-        assert v["coverage"] >= 0.9
+        assert v["coverage"] >= 0.9 and list(v["people"]) == [0]
         raw, filtered = v["methods"][MEDIAPIPE_RAW]["limbs12"], v["methods"][MEDIAPIPE_FILTERED]["limbs12"]
-        assert 40 < raw["pa_mpjpe"] < 100                       # measured 71-76 mm
+        assert 40 < raw["pa_mpjpe"] < 90                        # measured 61-66 mm
         assert filtered["acc_err_smoothed"] < raw["acc_err_smoothed"]       # the filter smooths
         ours = v["methods"][DEFAULT_CHECKPOINT.stem]["limbs12"]
-        assert ours["pa_mpjpe"] <= ours["mpjpe"] and 40 < ours["pa_mpjpe"] < 130       # measured 83-99 mm
-    assert views["cam03"]["coverage"] < 0.5        # its tracker follows another person most of the time
-    ref = report["reference"]
-    assert ref["smoothed_jitter_mm"] < ref["jitter_mm"] and set(ref["view_error_px"]) == set(views)
+        assert ours["pa_mpjpe"] <= ours["mpjpe"] and 40 < ours["pa_mpjpe"] < 130       # measured 73-89 mm
+    # cam03's tracker follows the man on the walkway (person 1) most of the time, the woman for a while.
+    assert set(views["cam03"]["people"]) == {0, 1} and views["cam03"]["people"][1]["scored_frames"] >= 20
+    for ref in report["reference"]:
+        assert ref["smoothed_jitter_mm"] < ref["jitter_mm"] and len(ref["view_error_px"]) == 4
+    json.dumps(report)                                        # the --json report is plain JSON
 
 
 def test_eval_video_command_keeps_an_existing_json_and_names_missing_checkpoints(report, tmp_path, capsys):

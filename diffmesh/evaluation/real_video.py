@@ -34,7 +34,7 @@ from ..metrics import acceleration, moving_average, similarity_procrustes
 from ..paths import WEIGHTS_DIR
 from ..pipeline import RunSettings, run_video
 from ..result import Result
-from .multiview_reference import Reference, demo_reference
+from .multiview_reference import Reference, demo_references
 
 BENCHMARK_VERSION = 1
 HIPS = (1, 4)
@@ -58,17 +58,32 @@ def shipped_checkpoints() -> list[Path]:
 
 # ---------------------------------------------------------------- which frames count
 
-def matched_frames(keypoints2d: np.ndarray, reference_px: np.ndarray) -> np.ndarray:
-    """(T,) bool: the run's keypoints (T, 17, 3: px + confidence) lie on the reference projected (T, 17, 2)."""
+def match_distance(keypoints2d: np.ndarray, reference_px: np.ndarray) -> np.ndarray:
+    """(T,) how far the run's keypoints (T, 17, 3: px + confidence) lie from a reference person projected into the
+    view (T, 17, 2): the median over the confident limb joints, as a fraction of the person's projected height
+    (NaN where nothing can be compared)."""
     limbs = list(SHARED_JOINTS)
     kp, ref = keypoints2d[:, limbs], reference_px[:, limbs]
     dist = np.linalg.norm(kp[..., :2] - ref, axis=-1)
     dist = np.where((kp[..., 2] >= MIN_CONFIDENCE) & np.isfinite(dist), dist, np.nan)
-    height = np.nanmax(reference_px[..., 1], axis=1) - np.nanmin(reference_px[..., 1], axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)          # frames with no confident joint: NaN
-        median = np.nanmedian(dist, axis=1)
-    return np.isfinite(median) & (median < MATCH_FRACTION * height)
+        height = np.nanmax(reference_px[..., 1], axis=1) - np.nanmin(reference_px[..., 1], axis=1)
+        return np.nanmedian(dist, axis=1) / height
+
+
+def matched_frames(keypoints2d: np.ndarray, reference_px: np.ndarray) -> np.ndarray:
+    """(T,) bool: the run's keypoints lie on the reference person (within MATCH_FRACTION of its height)."""
+    d = match_distance(keypoints2d, reference_px)
+    return np.isfinite(d) & (d < MATCH_FRACTION)
+
+
+def assign_people(keypoints2d: np.ndarray, people_px: list[np.ndarray]) -> np.ndarray:
+    """(T,) which reference person (index into `people_px`, each (T, 17, 2)) the run follows in each frame, -1 for
+    nobody: the nearest person within MATCH_FRACTION."""
+    d = np.stack([np.nan_to_num(match_distance(keypoints2d, px), nan=np.inf) for px in people_px])
+    best = d.argmin(0)
+    return np.where(d.min(0) < MATCH_FRACTION, best, -1)
 
 
 # ---------------------------------------------------------------- alignment and scores
@@ -150,16 +165,22 @@ def one_euro(points: np.ndarray, times: np.ndarray, mincutoff: float = ONE_EURO[
 
 @dataclass
 class ViewScores:
+    """One view: per reference person, the frames scored and every method's scores on them; `methods` is the
+    frame-weighted mean over the people (the view's figure)."""
+
     view: str
     frames: int
-    matched: int
-    scored: int
+    people: dict[int, dict]
     methods: dict[str, dict[str, dict[str, float]]]
     seconds: float
 
+    @property
+    def scored(self) -> int:
+        return sum(p["scored_frames"] for p in self.people.values())
+
     def as_dict(self) -> dict:
-        return {"frames": self.frames, "matched_frames": self.matched, "scored_frames": self.scored,
-                "coverage": self.scored / max(self.frames, 1), "methods": self.methods, "seconds": self.seconds}
+        return {"frames": self.frames, "scored_frames": self.scored, "coverage": self.scored / max(self.frames, 1),
+                "people": self.people, "methods": self.methods, "seconds": self.seconds}
 
 
 def run_view(video: Path, checkpoint: Path, workdir: Path, settings: dict) -> Result:
@@ -170,29 +191,54 @@ def run_view(video: Path, checkpoint: Path, workdir: Path, settings: dict) -> Re
     return Result.load(out / "result.npz")
 
 
-def score_view(ref: Reference, view: int, video: Path, checkpoints: list[Path], workdir: Path,
+def weighted_mean(scores: list[dict], weights: list[int]) -> dict:
+    """{joint set: {metric: value}} dicts averaged with weights (NaN entries left out)."""
+    out = {}
+    for joint_set in scores[0]:
+        out[joint_set] = {}
+        for m in scores[0][joint_set]:
+            vals = np.array([s[joint_set][m] for s in scores], float)
+            w = np.array(weights, float) * np.isfinite(vals)
+            out[joint_set][m] = float((np.nan_to_num(vals) * w).sum() / w.sum()) if w.sum() else float("nan")
+    return out
+
+
+def score_view(refs: list[Reference], view: int, video: Path, checkpoints: list[Path], workdir: Path,
                settings: dict) -> ViewScores:
-    """One view: every checkpoint's run and MediaPipe's world landmarks, raw and filtered, on the same frames."""
+    """One view: every checkpoint's run and MediaPipe's world landmarks, raw and filtered, on the same frames,
+    each frame scored against the reference person the run follows there."""
     t0 = time.perf_counter()
     results = {ck.stem: run_view(video, ck, workdir, settings) for ck in checkpoints}
     first = next(iter(results.values()))
-    T = min(first.num_frames, len(ref.joints))
-    ref_joints = ref.joints[:T]
-    camera = ref.camera_models[view]
-    matched = matched_frames(first.keypoints2d[:T], camera.project(np.nan_to_num(ref_joints))) \
-        & np.isfinite(ref_joints).all((1, 2))
+    T = min(first.num_frames, len(refs[0].joints))
+    camera = refs[0].camera_models[view]
+    follows = assign_people(first.keypoints2d[:T], [camera.project(np.nan_to_num(r.joints[:T])) for r in refs])
     world = mediapipe_world_h36m(first.mediapipe_world[:T], first.landmarks2d[:T, :, 2])
-    scored = matched & first.valid[:T] & np.isfinite(world).all((1, 2))
     preds = {name: r.joints3d[:T].astype(np.float64) for name, r in results.items()}
     preds[MEDIAPIPE_RAW] = world
     preds[MEDIAPIPE_FILTERED] = one_euro(world, first.timestamps[:T])
-    methods = {name: score_sequence(p, ref_joints, scored) for name, p in preds.items()}
-    return ViewScores(ref.cameras[view], T, int(matched.sum()), int(scored.sum()), methods,
-                      time.perf_counter() - t0)
+    people, per_person = {}, []
+    for p, ref in enumerate(refs):
+        scored = (follows == p) & first.valid[:T] & np.isfinite(world).all((1, 2)) \
+            & np.isfinite(ref.joints[:T]).all((1, 2))
+        if scored.sum() < 10:                      # too few frames for a sequence alignment and accelerations
+            continue
+        methods = {name: score_sequence(pred, ref.joints[:T], scored) for name, pred in preds.items()}
+        people[p] = {"followed_frames": int((follows == p).sum()), "scored_frames": int(scored.sum()),
+                     "methods": methods}
+        per_person.append(methods)
+    weights = [people[p]["scored_frames"] for p in people]
+    methods = ({name: weighted_mean([m[name] for m in per_person], weights) for name in preds} if per_person
+               else {})
+    return ViewScores(camera.name, T, people, methods, time.perf_counter() - t0)
 
 
 def mean_over_views(views: list[ViewScores]) -> dict[str, dict[str, dict[str, float]]]:
     """Each method's scores averaged over the views (each view weighs the same)."""
+    views = [v for v in views if v.methods]
+    if not views:
+        raise DiffMeshError("no view of the recording followed a reference person; check the reference "
+                            "(docs/data.md) and the run's keypoints")
     out: dict = {}
     for method in views[0].methods:
         out[method] = {}
@@ -201,6 +247,15 @@ def mean_over_views(views: list[ViewScores]) -> dict[str, dict[str, dict[str, fl
                 m: float(np.nanmean([v.methods[method][joint_set][m] for v in views])) for m in metrics
                 if m != "frames"}
     return out
+
+
+def describe_reference(ref: Reference) -> dict:
+    seen = np.isfinite(ref.landmarks).all(-1).any(-1)
+    return {"person": ref.person, "frames_seen": int(seen.sum()),
+            "frames_complete": int(np.isfinite(ref.joints).all((1, 2)).sum()),
+            "jitter_mm": ref.jitter_mm(), "smoothed_jitter_mm": ref.jitter_mm(SMOOTH_WINDOW),
+            "view_error_px": dict(zip(ref.cameras, map(float, ref.view_error_px))),
+            "views_kept": dict(zip(ref.cameras, map(float, ref.views_used[:, seen].mean((1, 2)))))}
 
 
 def run_eval_video(checkpoints: list[str] | None = None, cache: str | None = None, workdir: str | None = None,
@@ -212,11 +267,11 @@ def run_eval_video(checkpoints: list[str] | None = None, cache: str | None = Non
         if not p.is_file():
             raise DiffMeshError(f"checkpoint {p} not found; pass files made by `diffmesh train` or leave "
                                 f"--checkpoints out to score the shipped ones")
-    ref = demo_reference(cache, progress)
+    refs = demo_references(cache, progress)
     with tempfile.TemporaryDirectory(prefix="diffmesh-eval-video-", dir=workdir) as tmp:
         views = []
-        for c, name in enumerate(ref.cameras):
-            views.append(score_view(ref, c, ref.folder / "videos" / f"{name}.mp4", paths, Path(tmp),
+        for c, name in enumerate(refs[0].cameras):
+            views.append(score_view(refs, c, refs[0].folder / "videos" / f"{name}.mp4", paths, Path(tmp),
                                     settings or {}))
             if progress:
                 print(f"  {name}: {views[-1].scored} of {views[-1].frames} frames scored "
@@ -224,10 +279,8 @@ def run_eval_video(checkpoints: list[str] | None = None, cache: str | None = Non
     return {
         "benchmark": "pose2sim_demo_multiperson", "version": BENCHMARK_VERSION, "settings": settings or {},
         "checkpoints": [p.name for p in paths], "one_euro": ONE_EURO,
-        "reference": {"jitter_mm": ref.jitter_mm(), "smoothed_jitter_mm": ref.jitter_mm(SMOOTH_WINDOW),
-                      "view_error_px": dict(zip(ref.cameras, map(float, ref.view_error_px))),
-                      "views_kept": dict(zip(ref.cameras, map(float, ref.views_used.mean((1, 2))))),
-                      "frames": len(ref.joints), "fps": ref.fps},
+        "fps": refs[0].fps,
+        "reference": [describe_reference(r) for r in refs],
         "views": {v.view: v.as_dict() for v in views},
         "mean": mean_over_views(views),
         "seconds": time.perf_counter() - t0,
@@ -239,15 +292,19 @@ def format_report(report: dict, joint_set: str = "limbs12") -> str:
     views = list(report["views"])
     head = (f"| method | PA-MPJPE | MPJPE | ACC-ERR | ACC-ERR (smoothed ref) | "
             + " | ".join(f"{v} PA / ACC-s" for v in views) + " |")
-    lines = [f"joint set {joint_set}; mm and mm/frame^2 at {report['reference']['fps']:.0f} fps; "
-             f"reference jitter {report['reference']['jitter_mm']:.1f}, smoothed "
-             f"{report['reference']['smoothed_jitter_mm']:.1f}", head, "|" + "---|" * (5 + len(views))]
+    jitter = "; ".join(f"person {r['person']} {r['jitter_mm']:.1f} (smoothed {r['smoothed_jitter_mm']:.1f})"
+                       for r in report["reference"])
+    lines = [f"joint set {joint_set}; mm and mm/frame^2 at {report['fps']:.0f} fps; reference jitter: {jitter}",
+             head, "|" + "---|" * (5 + len(views))]
     for method, sets in report["mean"].items():
         m = sets[joint_set]
-        per_view = [report["views"][v]["methods"][method][joint_set] for v in views]
+        nan = {"pa_mpjpe": float("nan"), "acc_err_smoothed": float("nan")}
+        per_view = [report["views"][v]["methods"].get(method, {}).get(joint_set, nan) for v in views]
         lines.append(f"| {method} | {m['pa_mpjpe']:.1f} | {m['mpjpe']:.1f} | {m['acc_err']:.1f} | "
                      f"{m['acc_err_smoothed']:.1f} | "
                      + " | ".join(f"{s['pa_mpjpe']:.1f} / {s['acc_err_smoothed']:.1f}" for s in per_view) + " |")
-    cover = ", ".join(f"{v} {report['views'][v]['scored_frames']}/{report['views'][v]['frames']}" for v in views)
+    cover = ", ".join(f"{v} " + "+".join(f"{n['scored_frames']} (person {p})"
+                                         for p, n in report["views"][v]["people"].items())
+                      + f" of {report['views'][v]['frames']}" for v in views)
     lines.append(f"frames scored per view: {cover}")
     return "\n".join(lines)
