@@ -27,7 +27,8 @@ def _run(args: argparse.Namespace) -> None:
     exports = tuple(e.strip() for e in args.export.split(",") if e.strip()) if args.export else EXPORTS
     settings = RunSettings(checkpoint=args.checkpoint, device=args.device, body=args.body, smpl_path=args.smpl_path,
                            focal=args.focal, render=not args.no_render, side_view=args.side_view, exports=exports,
-                           save_vertices=args.save_vertices, force=args.force, progress=not args.quiet)
+                           save_vertices=args.save_vertices, force=args.force, progress=not args.quiet,
+                           resample=not args.no_resample, windows=args.windows)
     summary = run_video(args.video, args.output, settings)
     print("\n".join(summary.lines()))
 
@@ -41,7 +42,7 @@ def _prepare(args: argparse.Namespace) -> None:
     from .data.prepare import run_prepare
 
     subjects = [s.strip() for s in args.subjects.split(",")] if args.subjects else None
-    report = run_prepare(args.mocap, args.cache, subjects, force=args.force,
+    report = run_prepare(args.mocap, args.cache, subjects, force=args.force and not args.render,
                          subject_iterations=args.subject_iterations, sequence_iterations=args.sequence_iterations)
     print(f"fits in {report['cache']} ({len(report['fitted_now'])} subject(s) fitted now, "
           f"{report['seconds']:.0f} s)")
@@ -49,6 +50,13 @@ def _prepare(args: argparse.Namespace) -> None:
     for split, r in report["error"].items():
         print(f"{split:6} {r['frames']:7d} {r['mean_mm']:6.1f} {r['p95_mm']:6.1f} {r['legs_mean_mm']:6.1f} "
               f"{r['spine_head_mean_mm']:6.1f} {r['arms_mean_mm']:6.1f}")
+    if args.render:
+        from .render_set import RenderSettings, report_lines, run_render_set
+
+        settings = RenderSettings(cameras=args.cameras, seed=args.render_seed, max_frames=args.max_frames)
+        report = run_render_set(subjects, args.render_cache, args.cache, settings, workers=args.workers,
+                                force=args.force, quiet=args.quiet, mocap_path=args.mocap)
+        print("\n".join(report_lines(report)))
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -56,7 +64,8 @@ def _train(args: argparse.Namespace) -> None:
 
     settings = TrainSettings(preset=args.preset, method=args.method, epochs=args.epochs,
                              steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed, noise=not args.no_noise, val_clips=args.val_clips,
+                             seed=args.seed, noise=not args.no_noise, noise_model=args.noise_model,
+                             val_clips=args.val_clips,
                              warmup_steps=args.warmup_steps)
     out = args.out or f"runs/{args.preset}_{args.method}"
     summary = run_training(out, settings, device=args.device, resume=args.resume, mocap_path=args.mocap,
@@ -81,35 +90,50 @@ def _refuse_existing(path: str | None, force: bool) -> None:
         raise OutputExistsError(f"{path} exists; pass --force to replace it or choose another --json path")
 
 
+def _write_report(report: dict, path: str | None) -> None:
+    """The --json copy of a report, written atomically."""
+    if path:
+        from pathlib import Path
+
+        from .outdir import write_json
+
+        write_json(report, Path(path))
+        print(f"wrote {path}")
+
+
 def _eval(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from .evaluation.cmu import format_table, run_eval
-    from .outdir import write_json
-
     _refuse_existing(args.json, args.force)
+    if args.data == "renders":
+        from .evaluation.renders import format_render_report, run_render_eval
+        from .pipeline import RunSettings
+
+        report = run_render_eval(args.checkpoints, args.render_cache, args.limit,
+                                 RunSettings(device=args.device, windows=args.windows))
+        print(format_render_report(report))
+    else:
+        report = _eval_synthetic(args)
+    _write_report(report, args.json)
+
+
+def _eval_synthetic(args: argparse.Namespace) -> dict:
+    from .evaluation.cmu import format_table, run_eval
+
     report = run_eval(args.checkpoints, split=args.split, limit=args.limit, noise=not args.no_noise,
                       device=args.device, with_vertices=not args.no_vertices, mocap_path=args.mocap,
-                      cache_dir=args.cache)
+                      cache_dir=args.cache, noise_name=args.noise_model)
     print(format_table(report))
-    if args.json:
-        write_json(report, Path(args.json))
-        print(f"wrote {args.json}")
+    return report
 
 
 def _eval_video(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from .evaluation.real_video import JOINT_SETS, format_report, run_eval_video
-    from .outdir import write_json
 
     _refuse_existing(args.json, args.force)
-    report = run_eval_video(args.checkpoints, cache=args.cache, settings={"device": args.device})
+    settings = {"device": args.device, "windows": args.windows, "resample": not args.no_resample}
+    report = run_eval_video(args.checkpoints, cache=args.cache, settings=settings)
     for joint_set in JOINT_SETS:
         print(format_report(report, joint_set) + "\n")
-    if args.json:
-        write_json(report, Path(args.json))
-        print(f"wrote {args.json}")
+    _write_report(report, args.json)
 
 
 def _paper_train(args: argparse.Namespace) -> None:
@@ -131,19 +155,14 @@ def _paper_train(args: argparse.Namespace) -> None:
 
 
 def _paper_eval(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from .evaluation.paper import format_report, run_paper_eval
-    from .outdir import write_json
 
     _refuse_existing(args.json, args.force)
     report = run_paper_eval(args.checkpoint, args.setting, args.data_dir, args.smpl_path, protocol=args.protocol,
                             device=args.device, limit=args.limit, eval_file=args.eval_file,
                             flip_test=not args.no_flip_test)
     print(format_report(report))
-    if args.json:
-        write_json(report, Path(args.json))
-        print(f"wrote {args.json}")
+    _write_report(report, args.json)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -164,6 +183,7 @@ DEVICES = ("cpu", "cuda")
 
 def _run_options(p: argparse.ArgumentParser, default_output: str | None) -> None:
     from .body import BODY_NAMES
+    from .windows import WINDOW_MODES
 
     p.add_argument("-o", "--output", required=default_output is None, default=default_output,
                    help="output folder (refused if it exists, unless --force)"
@@ -179,6 +199,12 @@ def _run_options(p: argparse.ArgumentParser, default_output: str | None) -> None
     p.add_argument("--side-view", action="store_true", help="add a side view of the mesh beside the overlay")
     p.add_argument("--export", default=None, help="comma-separated subset of npz,glb,bvh (default: all three)")
     p.add_argument("--save-vertices", action="store_true", help="also store per-frame vertices in result.npz")
+    p.add_argument("--windows", default="blended", choices=WINDOW_MODES,
+                   help="how the model's 16-frame windows cover a video: independent (disjoint), blended (half "
+                   "overlap, cross-faded; default) or chained (blended, each window's DiffMesh chain started from "
+                   "the next window's state; experimental, the shipped weights were not trained for it)")
+    p.add_argument("--no-resample", action="store_true", help="run the model on the video's own frames instead "
+                   "of resampling each person's keypoints to the model's training rate (30 fps)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -210,9 +236,19 @@ def _add_cmu_commands(sub) -> None:
     p = sub.add_parser("prepare", help="fit the Anny body to every CMU mocap sequence and cache the fits")
     _data_options(p)
     p.add_argument("--subjects", default=None, help="comma-separated subject ids (default: all)")
-    p.add_argument("--force", action="store_true", help="refit subjects already in the cache")
+    p.add_argument("--force", action="store_true", help="refit subjects already in the cache (with --render: "
+                   "re-render instead, fits are kept)")
     p.add_argument("--subject-iterations", type=int, default=800, help="optimiser steps of each subject's fit")
     p.add_argument("--sequence-iterations", type=int, default=600, help="optimiser steps of each sequence's fit")
+    p.add_argument("--render", action="store_true", help="then render the fits from random cameras and run "
+                   "MediaPipe on them (docs/data.md); resumes where it stopped; with --force, re-render")
+    p.add_argument("--cameras", type=int, default=4, help="--render: cameras per sequence")
+    p.add_argument("--render-seed", type=int, default=0, help="--render: seed of the cameras and scenes")
+    p.add_argument("--render-cache", default=None, help="--render: folder of the renders (default: "
+                   "$DIFFMESH_CACHE or ~/.cache/diffmesh, subfolder cmu_renders)")
+    p.add_argument("--workers", type=int, default=2, help="--render: worker processes (one per core)")
+    p.add_argument("--max-frames", type=int, default=None, help="--render: only the first frames of each sequence")
+    p.add_argument("--quiet", action="store_true", help="--render: no progress bar")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="train a model on synthetic 2D clips of the CMU fits (run `prepare` first)")
@@ -227,6 +263,7 @@ def _add_cmu_commands(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-noise", action="store_true", help="train on exact 2D keypoints (no detector noise)")
+    _noise_model_option(p)
     p.add_argument("--val-clips", type=int, default=96, help="val clips scored after every epoch")
     p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -234,15 +271,31 @@ def _add_cmu_commands(sub) -> None:
     p.add_argument("--warmup-steps", type=int, default=200, help="linear learning-rate warm-up")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="score checkpoints on the CMU test split: MPJPE, PA-MPJPE, MPVE, ACC-ERR, time")
+    p = sub.add_parser("eval", help="score checkpoints on the CMU test subjects: rendered and seen by MediaPipe "
+                       "(default), or the synthetic split (--data synthetic: MPJPE, PA-MPJPE, MPVE, ACC-ERR, time)")
     p.add_argument("checkpoints", nargs="*", help="checkpoint files (default: the shipped weights)")
+    p.add_argument("--data", default="renders", choices=("renders", "synthetic"), help="renders: the rendered test "
+                   "split (`diffmesh prepare --render` first); synthetic: the fits with the synthetic 2D and noise")
+    p.add_argument("--render-cache", default=None, help="--data renders: folder of the renders (default: "
+                   "$DIFFMESH_CACHE or ~/.cache/diffmesh, subfolder cmu_renders)")
+    from .windows import WINDOW_MODES
+
+    p.add_argument("--windows", default="blended", choices=WINDOW_MODES, help="--data renders: the runs' --windows "
+                   "(see `run`)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--limit", type=int, default=None, help="score this many evenly spaced clips (default: all)")
     p.add_argument("--no-noise", action="store_true", help="exact 2D input instead of the detector noise model")
+    _noise_model_option(p)
     p.add_argument("--no-vertices", action="store_true", help="skip MPVE (faster)")
     _report_options(p)
     _data_options(p)
     p.set_defaults(func=_eval)
+
+
+def _noise_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--noise-model", default="hand-made", choices=("hand-made", "mediapipe"),
+                   help="detector noise of the synthetic 2D: hand-made (the shipped weights' and the recorded "
+                   "figures', default) or mediapipe (fitted to MediaPipe on the rendered set, docs/data.md)")
 
 
 def _report_options(p: argparse.ArgumentParser) -> None:
@@ -324,6 +377,10 @@ def _add_eval_video(sub) -> None:
     p.add_argument("--cache", default=None, help="folder for the pose2sim wheel (fetched with pip on first use), the "
                    "demo's files and the cached reference (default: $DIFFMESH_CACHE or ~/.cache/diffmesh, "
                    "subfolder pose2sim)")
+    from .windows import WINDOW_MODES
+
+    p.add_argument("--windows", default="blended", choices=WINDOW_MODES, help="the runs' --windows (see `run`)")
+    p.add_argument("--no-resample", action="store_true", help="the runs' --no-resample (see `run`)")
     _report_options(p)
     p.set_defaults(func=_eval_video)
 

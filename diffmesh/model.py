@@ -458,6 +458,34 @@ class DiffMeshModel(nn.Module):
         rotmats, pose6d, shape, camera = self.head(feats, *init)
         return ModelOutput(rotmats, pose6d, shape, camera, feats, pred_c, target_c, calls)
 
+    def chain_from(self, x: Tensor, start: Tensor | None = None) -> tuple[ModelOutput, Tensor]:
+        """DiffMesh's `forward` with a state handed to its reverse chain (the video pipeline's chained windows).
+
+        start None: the chain starts at x_end and runs all N steps, the arithmetic of `forward`. start (B, L, d):
+        the chain starts at x_{f+1} = start and runs only the last f steps (f..1, conditions c_f..c_1), skipping
+        the N-f pad steps that carry x_end to x_{f+1}; x_{f+1} is the state one motion past frame f (Eq. 6), so
+        `start` is the state of the frame after this window's last, taken from the chain of the window that
+        follows. Returns the output (no auxiliary conditions) and the chain's frame states x_1..x_f (B, f, L, d)."""
+        cfg = self.cfg
+        if cfg.method != "diffmesh" or cfg.refine:
+            raise ValueError(f"chain_from needs a non-refining DiffMesh model, not method={cfg.method!r}"
+                             + (" with refine" if cfg.refine else ""))
+        self.check_input(x)
+        B, f, L, d = x.shape[0], cfg.num_frames, cfg.num_tokens, cfg.token_dim
+        b = self.adapter(x).reshape(B, f, L * d)
+        c = self.generator(b).view(B, -1, L, d)                                   # (B, N, L, d)
+        if start is None:
+            states, _ = diffusion.motion_reverse(self.x_end.expand(B, L, d), c, self.motion_step, self.betas)
+        else:
+            if tuple(start.shape) != (B, L, d):
+                raise ValueError(f"start must have shape {(B, L, d)}, got {tuple(start.shape)}")
+            states, _ = diffusion.motion_reverse(start, c[:, :f], self.motion_step, self.betas[:f])
+        states = states[:, :f]                                                    # x_1..x_f
+        feats = self.out(states.reshape(B, f, L * d)) + b
+        rotmats, pose6d, shape, camera = self.head(feats)
+        calls = cfg.num_steps if start is None else f
+        return ModelOutput(rotmats, pose6d, shape, camera, feats, denoiser_calls=calls), states
+
     def _check_initial(self, B: int, init_pose: Tensor | None, init_shape: Tensor | None) -> tuple:
         """() for a plain model; (init pose 6D (B, f, K*6), init shape (B, f, S)) for a refining one."""
         cfg = self.cfg

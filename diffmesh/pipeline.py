@@ -4,10 +4,15 @@ file is the whole chain; each stage is one call, in this order:
 1. keypoints (`video/detect.py`): PyAV decodes the frames (a background thread, rotation applied) and MediaPipe
    Pose finds one person's 33 landmarks per frame (video mode, two processes on long videos);
    `video/presence.py` decides in which frames a person is really there and where the track jumps to someone else.
-2. `cut_clips`: each person's run of valid frames is cut into f-frame clips (the last one padded by repeating
-   its last frame); the keypoints, mapped to the 17 Human3.6M joints, are normalized per clip as in training.
-3. `recover_meshes`: DiffMesh turns every clip into per-frame bone rotations and one shape (batches of clips);
-   `to_output_body` retargets them when the output body (SMPL) is not the one the checkpoint poses.
+2. windows (`windows.py`): each person's run of valid frames is put on the model's time grid (the checkpoint's
+   training rate, 30 fps, from the frames' real timestamps; `--no-resample` keeps the video's frames) and cut
+   into f-sample windows: disjoint ("independent"), or overlapping by half and cross-faded ("blended", the
+   default; "chained" also hands each window's reverse chain the state of the window after it). The keypoints,
+   mapped to the 17 Human3.6M joints, are normalized per window as in training.
+3. `recover_motion`: DiffMesh turns every window into per-sample bone rotations and one shape (batches of
+   windows); the windows are stitched per run, the rotations slerped back to every video frame, and each person
+   (presence track) gets one shape, the mean of its windows'; `to_output_body` retargets them when the output
+   body (SMPL) is not the one the checkpoint poses.
 4. `place_body` (`camera.py`): the body is placed in a pinhole camera (focal length: the image diagonal in pixels
    unless `--focal`, principal point at the centre) by the translation that best reprojects its joints onto
    the keypoints, smoothed over each run of frames.
@@ -44,6 +49,8 @@ from .video.decode import VideoInfo, VideoWriter, iter_frames, probe_video
 from .video.detect import detect_keypoints
 from .video.pose import PoseTrack
 from .video.presence import Presence, decide_presence
+from .windows import (WINDOW_MODES, RunPlan, interpolate, model_rate, person_shapes, plan_runs, slerp_at, stitch,
+                      window_samples, window_weights)
 
 EXPORTS = ("npz", "glb", "bvh")
 
@@ -65,6 +72,8 @@ class RunSettings:
     seed: int = 0
     force: bool = False
     progress: bool = True
+    resample: bool = True           # run the model at its training rate (windows.TRAINING_FPS), not the video's
+    windows: str = "blended"        # windows.WINDOW_MODES: independent | blended | chained
 
 
 @dataclass
@@ -132,11 +141,12 @@ def keypoints_h36m(track: PoseTrack) -> np.ndarray:
     return mediapipe_to_h36m(landmarks, track.visibility)
 
 
-# ---------------------------------------------------------------- 2. clips
+# ---------------------------------------------------------------- 2. windows
 
 def cut_clips(presence: Presence, num_frames: int) -> list[np.ndarray]:
     """Frame indices (f,) of each clip: every run of valid frames of one track, cut into f-frame pieces; the
-    last piece of a run is padded by repeating its last frame (the padded outputs are dropped again)."""
+    last piece of a run is padded by repeating its last frame (the padded outputs are dropped again). The clips
+    of `windows="independent", resample=False`, for callers that run the model on explicit clips."""
     clips = []
     for start, stop in presence.runs():
         for a in range(start, stop, num_frames):
@@ -145,13 +155,26 @@ def cut_clips(presence: Presence, num_frames: int) -> list[np.ndarray]:
     return clips
 
 
+def window_inputs(keypoints: np.ndarray, plans: list[RunPlan], num_frames: int) -> np.ndarray:
+    """The model's inputs (C, f, 17, 3), one per window in plan order: each run's keypoints (T, 17, 3) on its
+    grid (linear interpolation between frames), each window normalized on its own as in training."""
+    x = []
+    for plan in plans:
+        samples = interpolate(keypoints[plan.start:plan.stop], plan.grid.frame_at_sample)
+        m = plan.grid.num_samples
+        x += [normalize_clip(samples[window_samples(int(s), num_frames, m)])[0] for s in plan.starts]
+    return np.stack(x).astype(np.float32) if x else np.zeros((0, num_frames, 17, 3), np.float32)
+
+
 # ---------------------------------------------------------------- 3. the model
 
-def load_run_model(settings: RunSettings, body: BodyModel) -> tuple[DiffMeshModel, BodyModel, str]:
-    """The checkpoint's model and the body it poses. A checkpoint trained for Anny (the shipped one) also serves
-    `--body smpl`: its Anny poses are then retargeted to SMPL (`body/retarget.py`)."""
+def load_run_model(settings: RunSettings, body: BodyModel) -> tuple[DiffMeshModel, BodyModel, str, float]:
+    """The checkpoint's model, the body it poses and the frame rate it expects (`windows.model_rate`). A
+    checkpoint trained for Anny (the shipped one) also serves `--body smpl`: its Anny poses are then retargeted
+    to SMPL (`body/retarget.py`)."""
     path = settings.checkpoint or DEFAULT_CHECKPOINT
-    trained_for = read_checkpoint(path)["config"].get("body", "anny")
+    config = read_checkpoint(path)["config"]
+    trained_for = config.get("body", "anny")
     if trained_for == body.name:
         model_body = body
     elif trained_for == "anny":
@@ -160,30 +183,111 @@ def load_run_model(settings: RunSettings, body: BodyModel) -> tuple[DiffMeshMode
         raise DiffMeshError(f"{path} poses {trained_for}, not {body.name}; run it with --body {trained_for}"
                             + (" --smpl-path DIR" if trained_for == "smpl" else ""))
     model = load_model(path, model_body, expect={"input": "keypoints"}).to(settings.device)
-    return model, model_body, str(path)
+    return model, model_body, str(path), model_rate(config)
+
+
+@torch.inference_mode()
+def predict_chained(model: DiffMeshModel, x: np.ndarray, plans: list[RunPlan], batch_clips: int = 64,
+                    device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """DiffMesh on the windows of each run from its last to its first: the last window's chain starts at x_end,
+    every other window's at the state its successor's chain reached at the sample after the window's last
+    (`DiffMeshModel.chain_from`). The windows of one rank from the end run as one batch across runs.
+    Returns rotmats (C, f, K, 3, 3) and shapes (C, S) in plan order."""
+    model.eval()
+    f = model.cfg.num_frames
+    first = np.cumsum([0] + [len(p.starts) for p in plans])
+    rot: list = [None] * len(x)
+    shape: list = [None] * len(x)
+    inputs, handed = torch.as_tensor(x), {}
+    for rank in range(max((len(p.starts) for p in plans), default=0)):
+        jobs = []                                             # (window, state handed to its chain or None)
+        for p, plan in enumerate(plans):
+            w = len(plan.starts) - 1 - rank
+            if w >= 0:
+                g = int(first[p] + w)
+                j = int(plan.starts[w] + f - plan.starts[w + 1]) if rank else 0
+                jobs.append((g, handed[g + 1][j] if rank else None))
+        handed = {}
+        for i in range(0, len(jobs), batch_clips):
+            ids = [g for g, _ in jobs[i:i + batch_clips]]
+            start = torch.stack([s for _, s in jobs[i:i + batch_clips]]).to(device) if rank else None
+            out, states = model.chain_from(inputs[ids].to(device), start)
+            for k, g in enumerate(ids):
+                rot[g], shape[g], handed[g] = out.rotmats[k].cpu(), out.shape[k].cpu(), states[k]
+    return torch.stack(rot).float().numpy(), torch.stack(shape).float().numpy()
+
+
+def predict_windows(model: DiffMeshModel, x: np.ndarray, plans: list[RunPlan], windows: str, batch_clips: int = 64,
+                    device: str = "cpu", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rotations (C, f, K, 3, 3) and shapes (C, S) of the windows: chained for DiffMesh with `windows="chained"`
+    (other methods have no chain to hand over and run as blended), else every window on its own."""
+    if windows == "chained" and model.cfg.method == "diffmesh":
+        return predict_chained(model, x, plans, batch_clips, device)
+    out = predict_clips(model, None, x, batch_size=batch_clips, seed=seed, device=device, with_joints=False)
+    return out["rotmats"].float().numpy(), out["shape"].float().numpy()
+
+
+def recover_motion(model: DiffMeshModel, keypoints: np.ndarray, times: np.ndarray, presence: Presence, fps: float,
+                   rate: float | None, windows: str = "blended", batch_clips: int = 64, device: str = "cpu",
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The model over every person's runs: per-frame rotations (T, K, 3, 3) and shapes (T, S) (identity / zeros
+    in frames no run covers). Each run is put on the model's grid at `rate` fps (None: the video's frames) and cut
+    into `windows`; the windows' rotations are stitched per sample (`windows.stitch`) and slerped back to the
+    run's frames, and every frame of a track gets the track's one shape (`windows.person_shapes`)."""
+    K, S, f = model.cfg.num_bones, model.cfg.num_shape, model.cfg.num_frames
+    T = len(times)
+    rotmats = np.tile(np.eye(3, dtype=np.float32), (T, K, 1, 1))
+    shapes = np.zeros((T, S), np.float32)
+    plans = plan_runs(presence, times, fps, f, rate, windows)
+    if not plans:
+        return rotmats, shapes
+    rot, shape = predict_windows(model, window_inputs(keypoints, plans, f), plans, windows, batch_clips, device,
+                                 seed)
+    weights = window_weights(f, windows)
+    real, tracks, c = [], [], 0
+    for plan in plans:
+        W, m = len(plan.starts), plan.grid.num_samples
+        per_sample = stitch(rot[c:c + W], plan.starts, m, weights)
+        rotmats[plan.start:plan.stop] = slerp_at(per_sample, plan.grid.sample_at_frame)
+        real += [min(f, m - int(s)) for s in plan.starts]
+        tracks += [plan.track] * W
+        c += W
+    person = person_shapes(shape, np.array(real), np.array(tracks))
+    for plan in plans:
+        shapes[plan.start:plan.stop] = person[plan.track]
+    return rotmats, shapes
 
 
 def recover_meshes(model: DiffMeshModel, keypoints: np.ndarray, clips: list[np.ndarray], num_frames_total: int,
-                   batch_clips: int = 64, device: str = "cpu", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model over the clips: per-frame rotations (T, K, 3, 3) and shapes (T, S) (identity / zeros in frames
-    no clip covers). Each frame takes its clip's shape."""
+                   batch_clips: int = 64, device: str = "cpu", seed: int = 0,
+                   track_id: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The model on explicit clips (f,) of frame indices (`cut_clips`): per-frame rotations (T, K, 3, 3), each frame
+    from its first position in a clip (a padded tail repeats the last frame, whose output is its real one), and
+    one shape per track (`track_id` (T,); None: one person), the mean of its clips' weighted by their real frames.
+    Identity / zeros in frames no clip covers."""
     K, S = model.cfg.num_bones, model.cfg.num_shape
     rotmats = np.tile(np.eye(3, dtype=np.float32), (num_frames_total, K, 1, 1))
     shapes = np.zeros((num_frames_total, S), np.float32)
     if not clips:
         return rotmats, shapes
     x = np.stack([normalize_clip(keypoints[idx])[0] for idx in clips])
-    out = predict_clips(model, None, x, batch_size=batch_clips, seed=seed, device=device, with_joints=False)
-    rot, shape = out["rotmats"].float().numpy(), out["shape"].float().numpy()
+    rot, shape = predict_windows(model, x, [], "independent", batch_clips, device, seed)
+    track_id = np.zeros(num_frames_total, np.int64) if track_id is None else np.asarray(track_id)
+    real, tracks = [], []
     for c, idx in enumerate(clips):
-        rotmats[idx] = rot[c]                         # padded frames write the same frame again: harmless
-        shapes[idx] = shape[c]
+        frames, first = np.unique(idx, return_index=True)
+        rotmats[frames] = rot[c, first]
+        real.append(len(frames))
+        tracks.append(track_id[idx[0]])
+    person = person_shapes(shape, np.array(real), np.array(tracks))
+    for idx in clips:
+        shapes[idx] = person[int(track_id[idx[0]])]
     return rotmats, shapes
 
 
 @torch.inference_mode()
 def body_joints(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray) -> np.ndarray:
-    """Human3.6M joints (T, 17, 3) of the posed body (joints only, no skinning). Frames that share a shape (a clip)
+    """Human3.6M joints (T, 17, 3) of the posed body (joints only, no skinning). Frames that share a shape (a person)
     are posed together from one rest model, which is what costs time."""
     out = np.zeros((len(rotmats), 17, 3), np.float32)
     if len(rotmats) == 0:
@@ -333,6 +437,8 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
     unknown = set(settings.exports) - set(EXPORTS)
     if unknown:
         raise DiffMeshError(f"unknown export(s) {sorted(unknown)}; choose from {','.join(EXPORTS)}")
+    if settings.windows not in WINDOW_MODES:
+        raise DiffMeshError(f"unknown windows {settings.windows!r}; choose from {', '.join(WINDOW_MODES)}")
     t_start = time.perf_counter()
     info = probe_video(video)
     final, staging = prepare_outdir(outdir, settings.force)
@@ -340,7 +446,7 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
     try:
         with clock("setup"):
             body = load_body(settings.body, settings.smpl_path)
-            model, model_body, checkpoint = load_run_model(settings, body)
+            model, model_body, checkpoint, rate = load_run_model(settings, body)
         with clock("decode+keypoints"):
             track, times, presence = find_person(video, info, settings.progress)
         if not presence.valid.any():
@@ -348,9 +454,9 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
                                 f"{len(times)} frames); use a video in which one whole person is in view")
         with clock("diffmesh"):
             keypoints = keypoints_h36m(track)
-            clips = cut_clips(presence, model.cfg.num_frames)
-            rotmats, shapes = recover_meshes(model, keypoints, clips, len(times), settings.batch_clips,
-                                             settings.device, settings.seed)
+            rotmats, shapes = recover_motion(model, keypoints, times, presence, info.fps,
+                                             rate if settings.resample else None, settings.windows,
+                                             settings.batch_clips, settings.device, settings.seed)
         retarget_error = None
         if model_body is not body:
             with clock("retarget"):

@@ -14,6 +14,11 @@ ambient and a little specular), and alpha-blended by OpenGL over the frame's pix
 the colour buffer first. A depth-only pass comes first so that each pixel blends only its nearest surface.
 Everything happens inside the box the projected vertices span (scissor), and only that box is uploaded and
 read back; pixels the mesh does not cover are never touched, so they keep the frame's bytes exactly.
+
+For rendered training data (`render_set.py`) the renderer can also draw a coloured body (`vertex_colors`: one RGB
+per vertex, lit by a key light from a chosen direction plus a weak headlight and ambient light, see
+`set_light`), move to another camera between frames (`set_camera`) and give the depth of the last frame's
+nearest surface in metres (`last_depth`). The overlay's default path (one colour, headlight) is unchanged.
 """
 
 from __future__ import annotations
@@ -82,6 +87,51 @@ void main() {
 }
 """
 
+_COLOR_VS = """
+#version 330
+uniform mat4 proj;
+uniform mat4 model;
+in vec3 in_pos;
+in vec3 in_normal;
+in vec3 in_color;
+out vec3 v_pos;
+out vec3 v_normal;
+out vec3 v_color;
+void main() {
+    vec4 p = model * vec4(in_pos, 1.0);
+    v_pos = p.xyz;
+    v_normal = mat3(model) * in_normal;
+    v_color = in_color;
+    gl_Position = proj * p;
+}
+"""
+
+_COLOR_FS = """
+#version 330
+uniform vec3 light_dir;                      // towards the key light, camera axes
+uniform vec3 light;                          // (ambient, key, headlight) strengths
+uniform float alpha;
+in vec3 v_pos;
+in vec3 v_normal;
+in vec3 v_color;
+out vec4 f_color;
+void main() {
+    vec3 n = normalize(v_normal);
+    vec3 v = normalize(-v_pos);
+    if (dot(n, v) < 0.0) n = -n;             // two-sided: the side that faces the camera
+    vec3 l = normalize(light_dir);
+    float key = max(dot(n, l), 0.0);
+    float spec = pow(max(dot(reflect(-l, n), v), 0.0), 24.0);
+    vec3 c = v_color * (light.x + light.y * key + light.z * dot(n, v)) + 0.05 * spec;
+    f_color = vec4(min(c, vec3(1.0)), alpha);
+}
+"""
+
+# Default lighting of the coloured body: a key light from above and slightly to the right of the camera.
+DEFAULT_LIGHT_DIR = (0.3, -0.8, -0.5)
+DEFAULT_LIGHT = (0.30, 0.55, 0.25)
+
+
 def _create_context(backend: str):
     try:
         import moderngl
@@ -124,12 +174,15 @@ class MeshRenderer:
         principal: (cx, cy) in pixels; default the image centre (W/2, H/2).
         color: the mesh's RGB in [0, 1]. near, far: clipping planes in metres.
         backend: moderngl's context backend ('egl': headless; None: the platform default).
+        vertex_colors: (V, 3) RGB in [0, 1], one per vertex: draw a coloured body lit by `set_light` instead of
+            the one-colour headlit overlay mesh (`set_vertex_colors` changes them later).
     Raises `RenderError` (one line, what to install) when no OpenGL context can be made.
     """
 
     def __init__(self, width: int, height: int, faces: np.ndarray, focal: float,
                  principal: tuple[float, float] | None = None, color: tuple[float, float, float] = MESH_COLOR,
-                 near: float = 0.05, far: float = 100.0, backend: str | None = "egl"):
+                 near: float = 0.05, far: float = 100.0, backend: str | None = "egl",
+                 vertex_colors: np.ndarray | None = None):
         faces = np.asarray(faces)
         if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
             raise RenderError(f"faces must be a non-empty (F, 3) index array, got shape {faces.shape}")
@@ -147,15 +200,68 @@ class MeshRenderer:
 
         self.ctx = _create_context(backend)
         ctx = self.ctx
-        self._prog = ctx.program(vertex_shader=_MESH_VS, fragment_shader=_MESH_FS)
-        self._prog["color"].value = tuple(float(c) for c in color)
         self._pos = ctx.buffer(reserve=self.num_vertices * 12)
         self._nrm = ctx.buffer(reserve=self.num_vertices * 12)
         self._ibo = ctx.buffer(self.faces.astype(np.uint32).tobytes())
-        self._vao = ctx.vertex_array(self._prog, [(self._pos, "3f", "in_pos"), (self._nrm, "3f", "in_normal")],
-                                     index_buffer=self._ibo, index_element_size=4)
+        self._col = None
+        if vertex_colors is None:
+            self._prog = ctx.program(vertex_shader=_MESH_VS, fragment_shader=_MESH_FS)
+            self._prog["color"].value = tuple(float(c) for c in color)
+            attributes = [(self._pos, "3f", "in_pos"), (self._nrm, "3f", "in_normal")]
+        else:
+            self._prog = ctx.program(vertex_shader=_COLOR_VS, fragment_shader=_COLOR_FS)
+            self._col = ctx.buffer(reserve=self.num_vertices * 12)
+            self.set_vertex_colors(vertex_colors)
+            self.set_light()
+            attributes = [(self._pos, "3f", "in_pos"), (self._nrm, "3f", "in_normal"), (self._col, "3f", "in_color")]
+        self._vao = ctx.vertex_array(self._prog, attributes, index_buffer=self._ibo, index_element_size=4)
         self._targets: dict[tuple[int, int], _Target] = {}
         self._uploaded: np.ndarray | None = None
+        self._last_view = None          # (size, viewport) of the last drawn frame, for last_depth()
+
+    # ------------------------------------------------------------------ settings of the coloured body
+
+    def set_vertex_colors(self, colors: np.ndarray) -> None:
+        """New per-vertex colours (V, 3) in [0, 1] (only for a renderer made with `vertex_colors`)."""
+        if self._col is None:
+            raise RenderError("this renderer draws one colour; make it with vertex_colors=... for per-vertex colours")
+        colors = np.ascontiguousarray(colors, dtype=np.float32)
+        if colors.shape != (self.num_vertices, 3):
+            raise RenderError(f"vertex_colors must be ({self.num_vertices}, 3), got {colors.shape}")
+        self._col.write(np.clip(colors, 0.0, 1.0).tobytes())
+
+    def set_light(self, direction=DEFAULT_LIGHT_DIR, ambient: float = DEFAULT_LIGHT[0], key: float = DEFAULT_LIGHT[1],
+                  headlight: float = DEFAULT_LIGHT[2]) -> None:
+        """Lighting of the coloured body: `direction` (3,) towards the key light in camera axes (x right, y down,
+        z forward), and the strengths of ambient, key and headlight."""
+        if self._col is None:
+            raise RenderError("set_light is for a renderer made with vertex_colors=...")
+        d = np.asarray(direction, np.float64)
+        self._prog["light_dir"].value = tuple(float(x) for x in d / max(np.linalg.norm(d), 1e-9))
+        self._prog["light"].value = (float(ambient), float(key), float(headlight))
+
+    def set_camera(self, width: int, height: int, focal: float, principal: tuple[float, float] | None = None) -> None:
+        """Draw the next frames with another camera: size in pixels, focal length, principal point (default the
+        image centre). Buffers of each size are made once and kept."""
+        self.width, self.height, self.focal = int(width), int(height), float(focal)
+        self.principal = (self.width / 2, self.height / 2) if principal is None else tuple(map(float, principal))
+
+    def last_depth(self) -> np.ndarray:
+        """(H, W) float32: the camera depth z (metres) of the nearest surface of the last frame drawn, inf where
+        the mesh did not cover the pixel."""
+        if self._last_view is None:
+            raise RenderError("last_depth() needs a frame drawn first")
+        (w, h), viewport = self._last_view
+        out = np.full((h, w), np.inf, np.float32)
+        if viewport is None:
+            return out
+        x0, y0, vw, vh = viewport
+        data = self._target((w, h)).fbo.read(viewport=viewport, components=1, attachment=-1, alignment=1, dtype="f4")
+        d = np.frombuffer(data, np.float32).reshape(vh, vw).astype(np.float64)
+        n, f = self.near, self.far
+        z = 2 * f * n / ((f + n) - (2 * d - 1) * (f - n))        # window depth [0, 1] -> eye depth (w = Z)
+        out[y0:y0 + vh, x0:x0 + vw] = np.where(d < 1.0, z, np.inf)
+        return out
 
     # ------------------------------------------------------------------ helpers
 
@@ -202,8 +308,10 @@ class MeshRenderer:
         else:  # the mesh crosses the near plane: it may cover anything
             x0, y0, x1, y1 = 0, 0, w, h
         if x1 <= x0 or y1 <= y0:
+            self._last_view = ((w, h), None)
             return out  # entirely outside the picture
         viewport = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+        self._last_view = ((w, h), viewport)
         prog = self._prog
         prog["proj"].write(projection_matrix(w, h, focal, principal, self.near, self.far).T
                            .astype(np.float32).tobytes())  # GLSL matrices are column-major
@@ -244,6 +352,7 @@ class MeshRenderer:
         (None: black) with opacity `alpha` in [0, 1]; pixels the mesh does not cover keep the image's exact
         bytes. `vertices=None` (a frame without a body) returns `image` itself, untouched."""
         if vertices is None:
+            self._last_view = ((self.width, self.height), None)       # last_depth(): nothing drawn
             return np.zeros((self.height, self.width, 3), np.uint8) if image is None else image
         if image is None:
             out = np.zeros((self.height, self.width, 3), np.uint8)
@@ -310,8 +419,9 @@ class MeshRenderer:
         for target in self._targets.values():
             target.release()
         self._targets.clear()
-        for obj in (self._vao, self._pos, self._nrm, self._ibo, self._prog):
-            obj.release()
+        for obj in (self._vao, self._pos, self._nrm, self._ibo, self._prog, self._col):
+            if obj is not None:
+                obj.release()
         self.ctx.release()
         self.ctx = None
 

@@ -7,7 +7,7 @@ jitter (white plus slowly drifting), low-confidence and dropped joints, short oc
 swaps, and joints outside the image. Every parameter and its range is in `CameraRanges` / `NoiseModel`.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from ..keypoints import (MP_LEFT_ANKLE, MP_LEFT_EAR, MP_LEFT_ELBOW, MP_LEFT_HIP,
                          MP_LEFT_WRIST, MP_NOSE, MP_RIGHT_ANKLE, MP_RIGHT_EAR, MP_RIGHT_ELBOW, MP_RIGHT_HIP,
                          MP_RIGHT_KNEE, MP_RIGHT_SHOULDER, MP_RIGHT_WRIST, NUM_MP_LANDMARKS, USED_LANDMARKS,
                          mediapipe_to_h36m, normalize_clip)
+from ..errors import SettingsError
 from ..losses import Targets
 from .prepare import FitSet
 
@@ -140,19 +141,35 @@ def random_camera(rng: np.random.Generator, centre: np.ndarray, ranges: CameraRa
     return Camera(R.astype(np.float32), position.astype(np.float32), float(focal), int(w), int(h))
 
 
+def sequence_camera(rng: np.random.Generator, pelvis: np.ndarray, ranges: CameraRanges = CameraRanges()) -> Camera:
+    """One fixed camera filming a whole sequence, as a video would: aimed at the mean of the pelvis path (T, 3),
+    its distance range moved out by the path's farthest excursion so that the whole walk stays in front of it.
+    The evaluation clips (`fixed_clips`) and the rendered MediaPipe set (`render_set.py`) both draw theirs here."""
+    centre = pelvis.mean(0)
+    reach = float(np.linalg.norm(pelvis[:, :2] - centre[:2], axis=-1).max())
+    d0, d1 = ranges.distance
+    return random_camera(rng, centre, replace(ranges, distance=(d0 + reach, d1 + reach)))
+
+
 @dataclass
 class NoiseModel:
     """A 2D detector's errors; each clip draws its own levels from these ranges. Sizes are fractions of the
-    person's height in the image."""
+    person's height in the image. The defaults match MediaPipe's errors on rendered mocap (`diffmesh prepare
+    --render`, docs/data.md section 3): small white jitter, a slow drift that carries most of the error (MediaPipe's
+    keypoints are smooth from frame to frame but off by 1-2 % of the height for seconds), occasional low-confidence
+    joints, occluded limbs and left/right swaps."""
 
     enabled: bool = True
-    jitter: tuple[float, float] = (0.002, 0.010)     # white noise std
-    drift: tuple[float, float] = (0.0, 0.008)        # AR(1) noise std (correlation 0.8 frame to frame)
-    low_confidence: tuple[float, float] = (0.0, 0.06)   # per joint-frame probability; conf U(0.05, 0.5), 3x noise
-    dropped: tuple[float, float] = (0.0, 0.02)       # per joint-frame probability; conf 0, position off by ~15 %
-    occlusion: float = 0.35                           # per clip: one limb occluded for 2-8 frames
-    swap: float = 0.15                                # per clip: left/right legs or arms swapped for 1-4 frames
+    jitter: tuple[float, float] = (0.0, 0.001)       # white noise std
+    drift: tuple[float, float] = (0.006, 0.022)      # AR(1) noise std (stationary)
+    drift_correlation: float = 0.99                   # the drift's correlation from one frame to the next
+    low_confidence: tuple[float, float] = (0.0, 0.06)   # per joint-frame probability; conf U(0.05, 0.5), more noise
+    low_confidence_noise: float = 0.03                # std of the extra noise of a low-confidence joint
+    dropped: tuple[float, float] = (0.0, 0.005)      # per joint-frame probability; conf 0, position off by ~15 %
+    occlusion: float = 0.6                            # per clip: one limb occluded for 2-8 frames
+    swap: float = 0.1                                 # per clip: left/right legs or arms swapped for 1-4 frames
     outside_conf: float = 0.3                         # confidence factor of joints outside the image
+    drift_from_zero: bool = False                     # the hand-made model's drift started at zero
 
     def apply(self, rng: np.random.Generator, kp: np.ndarray, width: int, height: int) -> np.ndarray:
         """kp (T, 17, 2) exact pixels -> (T, 17, 3) noisy pixels with confidences."""
@@ -164,13 +181,16 @@ class NoiseModel:
         if not self.enabled:
             return np.concatenate([kp, np.ones((T, J, 1), np.float32)], -1)
         xy = kp + rng.normal(0, rng.uniform(*self.jitter) * size, kp.shape)
-        drift_std, ar = rng.uniform(*self.drift) * size, np.zeros((J, 2))
+        rho, drift_std = self.drift_correlation, rng.uniform(*self.drift) * size
+        # Started from its stationary spread (or at zero, stepped once more, as the hand-made model did).
+        ar = np.zeros((J, 2)) if self.drift_from_zero else rng.normal(0, drift_std, (J, 2))
         for t in range(T):
-            ar = 0.8 * ar + rng.normal(0, drift_std * 0.6, (J, 2))
+            if t or self.drift_from_zero:
+                ar = rho * ar + rng.normal(0, drift_std * np.sqrt(1 - rho * rho), (J, 2))
             xy[t] += ar
         low = rng.random((T, J)) < rng.uniform(*self.low_confidence)
         conf[low] = rng.uniform(0.05, 0.5, low.sum())
-        xy[low] += rng.normal(0, 3 * self.jitter[1] * size, (low.sum(), 2))
+        xy[low] += rng.normal(0, self.low_confidence_noise * size, (low.sum(), 2))
         drop = rng.random((T, J)) < rng.uniform(*self.dropped)
         conf[drop] = 0.0
         xy[drop] += rng.normal(0, 0.15 * size, (drop.sum(), 2))
@@ -189,6 +209,24 @@ class NoiseModel:
         outside = (xy[..., 0] < 0) | (xy[..., 0] > width) | (xy[..., 1] < 0) | (xy[..., 1] > height)
         conf[outside] *= self.outside_conf
         return np.concatenate([xy, np.clip(conf, 0, 1)[..., None]], -1).astype(np.float32)
+
+
+# The noise models by name. "mediapipe" (the defaults above) is fitted to MediaPipe's errors on the rendered set;
+# "hand-made" is the model the shipped weights were trained and the synthetic split's recorded figures scored with
+# (docs/results.md), kept so that both still reproduce until the models are retrained on the new one (issue 14).
+NOISE_MODELS = {
+    "mediapipe": NoiseModel(),
+    "hand-made": NoiseModel(jitter=(0.002, 0.010), drift=(0.0, 0.008), drift_correlation=0.8,
+                            low_confidence_noise=0.03, dropped=(0.0, 0.02), occlusion=0.35, swap=0.15,
+                            drift_from_zero=True),
+}
+DEFAULT_NOISE_MODEL = "hand-made"
+
+
+def noise_model(name: str = DEFAULT_NOISE_MODEL, enabled: bool = True) -> NoiseModel:
+    if name not in NOISE_MODELS:
+        raise SettingsError(f"unknown noise model {name!r}; choose from {', '.join(NOISE_MODELS)}")
+    return replace(NOISE_MODELS[name], enabled=enabled)
 
 
 @dataclass
@@ -242,12 +280,6 @@ def fixed_clips(bank: MotionBank, num_frames: int, seed: int, limit: int | None 
     cams = {}
     for s in np.unique(seq):
         a, n = bank.seq_start[s], bank.seq_len[s]
-        pelvis = bank.joints[a:a + n, 0]
-        centre = pelvis.mean(0)
-        # keep the whole walk in front of the camera: the range starts past the farthest excursion
-        reach = float(np.linalg.norm(pelvis[:, :2] - centre[:2], axis=-1).max())
-        d0, d1 = CameraRanges.distance
-        ranges = CameraRanges(distance=(d0 + reach, d1 + reach))
-        cams[s] = random_camera(np.random.default_rng([seed, 1_000_000 + int(s)]), centre, ranges)
+        cams[s] = sequence_camera(np.random.default_rng([seed, 1_000_000 + int(s)]), bank.joints[a:a + n, 0])
     rngs = [np.random.default_rng([seed, i]) for i in range(len(starts))]
     return starts, rngs, [cams[s] for s in seq]

@@ -18,6 +18,7 @@ import torch
 
 from ..body.anny_body import AnnyBody
 from ..checkpoint import load_model
+from ..data.synthetic import DEFAULT_NOISE_MODEL
 from ..errors import DataError
 from ..metrics import acc_err, mpjpe, mpve, pa_mpjpe
 from ..paths import WEIGHTS_DIR
@@ -42,13 +43,15 @@ class TestSet:
     """The evaluation clips of one split, built once and shared by all checkpoints."""
 
     def __init__(self, body: AnnyBody, split: str = "test", limit: int | None = None, noise: bool = True,
-                 mocap_path=None, cache_dir=None, num_frames: int = 16, with_vertices: bool = True):
+                 mocap_path=None, cache_dir=None, num_frames: int = 16, with_vertices: bool = True,
+                 noise_name: str | None = None):
         from ..data.prepare import load_fits
-        from ..data.synthetic import ClipMaker, NoiseModel, build_motion_bank, fixed_clips
+        from ..data.synthetic import ClipMaker, build_motion_bank, fixed_clips, noise_model
 
         self.bank = build_motion_bank(body, load_fits(split, mocap_path, cache_dir))
         self.starts, rngs, cameras = fixed_clips(self.bank, num_frames, EVAL_SEED, limit)
-        self.inputs, self.targets = ClipMaker(self.bank, num_frames, NoiseModel(enabled=noise)).batch(
+        self.inputs, self.targets = ClipMaker(self.bank, num_frames,
+                                                  noise_model(noise_name or DEFAULT_NOISE_MODEL, noise)).batch(
             self.starts, rngs, cameras)
         self.split, self.noise, self.num_frames = split, noise, num_frames
         # Which sequence each window belongs to, to chain consecutive windows for ACC-ERR.
@@ -123,17 +126,20 @@ def evaluate_checkpoint(path: Path, body: AnnyBody, test: TestSet, device: str =
 
 
 def run_eval(checkpoints: list[Path] | None = None, split: str = "test", limit: int | None = None, noise: bool = True,
-             device: str = "cpu", with_vertices: bool = True, mocap_path=None, cache_dir=None) -> dict:
+             device: str = "cpu", with_vertices: bool = True, mocap_path=None, cache_dir=None,
+             noise_name: str | None = None) -> dict:
     checkpoints = [Path(c) for c in checkpoints] if checkpoints else default_checkpoints()
     if not checkpoints:
         raise DataError("no checkpoints given and none shipped in diffmesh/weights; pass CHECKPOINT paths")
     for c in checkpoints:                            # fail on a bad file before building the test set
         load_model(c, AnnyBody(), expect={"input": "keypoints", "num_frames": 16})
     body = AnnyBody().to(device)
-    test = TestSet(body.cpu(), split, limit, noise, mocap_path, cache_dir, with_vertices=with_vertices)
+    test = TestSet(body.cpu(), split, limit, noise, mocap_path, cache_dir, with_vertices=with_vertices,
+                   noise_name=noise_name)
     body.to(device)
     rows = [evaluate_checkpoint(c, body, test, device, with_vertices=with_vertices) for c in checkpoints]
     return {"split": split, "clips": int(len(test.starts)), "frames": int(test.valid.sum()), "noise": noise,
+            "noise_model": noise_name or DEFAULT_NOISE_MODEL,
             "seed": EVAL_SEED, "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "results": rows}
 

@@ -290,7 +290,7 @@ def run_eval_video(checkpoints: list[str] | None = None, cache: str | None = Non
 def format_report(report: dict, joint_set: str = "limbs12") -> str:
     """The table: mean over views per method, then PA-MPJPE and smoothed ACC-ERR per view."""
     views = list(report["views"])
-    head = (f"| method | PA-MPJPE | MPJPE | ACC-ERR | ACC-ERR (smoothed ref) | "
+    head = ("| method | PA-MPJPE | MPJPE | ACC-ERR | ACC-ERR (smoothed ref) | "
             + " | ".join(f"{v} PA / ACC-s" for v in views) + " |")
     jitter = "; ".join(f"person {r['person']} {r['jitter_mm']:.1f} (smoothed {r['smoothed_jitter_mm']:.1f})"
                        for r in report["reference"])

@@ -36,6 +36,7 @@ class TrainSettings:
     warmup_steps: int = 200
     seed: int = 0
     noise: bool = True
+    noise_model: str = "hand-made"      # data/synthetic.py NOISE_MODELS
     val_clips: int = 96
     max_grad_norm: float = 1.0
 
@@ -74,7 +75,7 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
     (the tests use them)."""
     from ..body.anny_body import AnnyBody
     from ..data.prepare import load_fits
-    from ..data.synthetic import ClipMaker, NoiseModel, build_motion_bank, fixed_clips, window_starts
+    from ..data.synthetic import ClipMaker, build_motion_bank, fixed_clips, noise_model, window_starts
 
     out_dir = Path(out_dir)
     run = start_run(out_dir, device, resume)
@@ -88,12 +89,13 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
     body.to(dev)
     cfg = model_config(settings.preset, method=settings.method)
     f = cfg.num_frames
-    maker = ClipMaker(train_bank, f, NoiseModel(enabled=settings.noise))
+    maker = ClipMaker(train_bank, f, noise_model(settings.noise_model, settings.noise))
     starts = window_starts(train_bank, f, 1)
     if len(starts) == 0:
         raise DataError("the train split has no sequence of at least f frames")
     val_starts, val_rngs, val_cams = fixed_clips(val_bank, f, seed=1234, limit=settings.val_clips)
-    val_x, val_t = ClipMaker(val_bank, f, NoiseModel(enabled=settings.noise)).batch(val_starts, val_rngs, val_cams)
+    val_maker = ClipMaker(val_bank, f, noise_model(settings.noise_model, settings.noise))
+    val_x, val_t = val_maker.batch(val_starts, val_rngs, val_cams)
 
     seed_everything(settings.seed)
     model = build_model(cfg, body).to(dev)
