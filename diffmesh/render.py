@@ -54,21 +54,32 @@ def projection_matrix(width: int, height: int, focal: float, principal: tuple[fl
     ], np.float64)
 
 
-_MESH_VS = """
+# One vertex shader for both programs; the coloured body's adds a per-vertex colour (GLSL's preprocessor).
+_VS = """
 #version 330
+{defines}
 uniform mat4 proj;
 uniform mat4 model;
 in vec3 in_pos;
 in vec3 in_normal;
 out vec3 v_pos;
 out vec3 v_normal;
-void main() {
+#ifdef VERTEX_COLOR
+in vec3 in_color;
+out vec3 v_color;
+#endif
+void main() {{
     vec4 p = model * vec4(in_pos, 1.0);
     v_pos = p.xyz;
     v_normal = mat3(model) * in_normal;
+#ifdef VERTEX_COLOR
+    v_color = in_color;
+#endif
     gl_Position = proj * p;
-}
+}}
 """
+_MESH_VS = _VS.format(defines="")
+_COLOR_VS = _VS.format(defines="#define VERTEX_COLOR")
 
 _MESH_FS = """
 #version 330
@@ -84,25 +95,6 @@ void main() {
     float spec = pow(d, 40.0);
     vec3 c = color * (0.28 + 0.72 * d) + 0.12 * spec;
     f_color = vec4(min(c, vec3(1.0)), alpha);
-}
-"""
-
-_COLOR_VS = """
-#version 330
-uniform mat4 proj;
-uniform mat4 model;
-in vec3 in_pos;
-in vec3 in_normal;
-in vec3 in_color;
-out vec3 v_pos;
-out vec3 v_normal;
-out vec3 v_color;
-void main() {
-    vec4 p = model * vec4(in_pos, 1.0);
-    v_pos = p.xyz;
-    v_normal = mat3(model) * in_normal;
-    v_color = in_color;
-    gl_Position = proj * p;
 }
 """
 
