@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 from diffmesh.cli import main
 from diffmesh.errors import DiffMeshError
 from diffmesh.evaluation.real_video import (JOINT_SETS, MEDIAPIPE_FILTERED, MEDIAPIPE_RAW, align_sequence,
-                                            matched_frames, one_euro, run_eval_video, score_sequence)
+                                            assign_people, one_euro, run_eval_video, score_sequence)
 from diffmesh.metrics import moving_average
 from diffmesh.paths import DEFAULT_CHECKPOINT
 
@@ -78,14 +78,18 @@ def test_one_euro_keeps_a_still_point_and_calms_jitter():
     assert jitter(out) < 0.5 * jitter(noisy)
 
 
-def test_frames_showing_someone_else_are_not_matched():
+def test_each_frame_goes_to_the_person_the_run_follows():
     rng = np.random.default_rng(0)
-    ref_px = rng.uniform([300, 200], [700, 1600], (30, 17, 2))
+    ref_px = rng.uniform([300, 200], [700, 1000], (30, 17, 2))   # about 800 px tall
+    other_px = ref_px + [400, 0]                                # a second reference person 400 px to the right
     kp = np.concatenate([ref_px + rng.normal(0, 5, ref_px.shape), np.ones((30, 17, 1))], -1)
-    kp[10:20, :, :2] += [400, 0]                                # the tracker jumped to a person 400 px away
-    kp[25, :, 2] = 0.1                                          # no confident joint: not matched
-    matched = matched_frames(kp, ref_px)
-    assert matched[:10].all() and not matched[10:20].any() and matched[20:25].all() and not matched[25]
+    kp[10:20, :, :2] += [400, 0]                                # the tracker jumped to the other person
+    kp[20:23, :, :2] += [200, 0]                                # half-way (a quarter of the height): nobody's
+    kp[25, :, 2] = 0.1                                          # no confident joint: nobody's
+    follows = assign_people(kp, [ref_px, other_px])
+    assert (follows[:10] == 0).all() and (follows[10:20] == 1).all() and (follows[20:23] == -1).all()
+    assert (follows[23:25] == 0).all() and follows[25] == -1 and (follows[26:] == 0).all()
+    assert (assign_people(kp, [ref_px])[10:20] == -1).all()      # with one person only, the jump is nobody's
 
 
 @pytest.fixture(scope="module")

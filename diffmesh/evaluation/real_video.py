@@ -7,8 +7,9 @@ builds the reference from MediaPipe in all four views). Each view alone goes thr
 min cutoff 4 Hz, beta 1, on metres, with the frames' timestamps).
 
 Which frames count: those where the run has a body, MediaPipe returned a pose, and the run's 2D keypoints lie on
-the reference person projected into that view (`matched_frames`); a view whose single-person tracker follows
-somebody else scores only the frames where it follows the reference person, and its coverage says how many.
+one of the reference people projected into that view (`assign_people`); each such frame is scored against that
+person, so a view whose single-person tracker moves from one person to another scores both, and its coverage says
+how many frames it scored.
 
 The scores, per joint set (the 12 limb joints; the 10 without the hips, whose landmark and joint definitions
 differ most; all 17), all in millimetres:
@@ -70,12 +71,6 @@ def match_distance(keypoints2d: np.ndarray, reference_px: np.ndarray) -> np.ndar
         warnings.simplefilter("ignore", RuntimeWarning)          # frames with no confident joint: NaN
         height = np.nanmax(reference_px[..., 1], axis=1) - np.nanmin(reference_px[..., 1], axis=1)
         return np.nanmedian(dist, axis=1) / height
-
-
-def matched_frames(keypoints2d: np.ndarray, reference_px: np.ndarray) -> np.ndarray:
-    """(T,) bool: the run's keypoints lie on the reference person (within MATCH_FRACTION of its height)."""
-    d = match_distance(keypoints2d, reference_px)
-    return np.isfinite(d) & (d < MATCH_FRACTION)
 
 
 def assign_people(keypoints2d: np.ndarray, people_px: list[np.ndarray]) -> np.ndarray:
