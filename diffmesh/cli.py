@@ -183,7 +183,7 @@ DEVICES = ("cpu", "cuda")
 
 def _run_options(p: argparse.ArgumentParser, default_output: str | None) -> None:
     from .body import BODY_NAMES
-    from .windows import WINDOW_MODES
+    from .windows import DEFAULT_WINDOWS, WINDOW_MODES
 
     p.add_argument("-o", "--output", required=default_output is None, default=default_output,
                    help="output folder (refused if it exists, unless --force)"
@@ -199,7 +199,7 @@ def _run_options(p: argparse.ArgumentParser, default_output: str | None) -> None
     p.add_argument("--side-view", action="store_true", help="add a side view of the mesh beside the overlay")
     p.add_argument("--export", default=None, help="comma-separated subset of npz,glb,bvh (default: all three)")
     p.add_argument("--save-vertices", action="store_true", help="also store per-frame vertices in result.npz")
-    p.add_argument("--windows", default="blended", choices=WINDOW_MODES,
+    p.add_argument("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_MODES,
                    help="how the model's 16-frame windows cover a video: independent (disjoint), blended (half "
                    "overlap, cross-faded; default) or chained (blended, each window's DiffMesh chain started from "
                    "the next window's state; experimental, the shipped weights were not trained for it)")
@@ -278,10 +278,10 @@ def _add_cmu_commands(sub) -> None:
                    "split (`diffmesh prepare --render` first); synthetic: the fits with the synthetic 2D and noise")
     p.add_argument("--render-cache", default=None, help="--data renders: folder of the renders (default: "
                    "$DIFFMESH_CACHE or ~/.cache/diffmesh, subfolder cmu_renders)")
-    from .windows import WINDOW_MODES
+    from .windows import DEFAULT_WINDOWS, WINDOW_MODES
 
-    p.add_argument("--windows", default="blended", choices=WINDOW_MODES, help="--data renders: the runs' --windows "
-                   "(see `run`)")
+    p.add_argument("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_MODES,
+                   help="--data renders: the runs' --windows (see `run`)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--limit", type=int, default=None, help="score this many evenly spaced clips (default: all)")
     p.add_argument("--no-noise", action="store_true", help="exact 2D input instead of the detector noise model")
@@ -377,9 +377,9 @@ def _add_eval_video(sub) -> None:
     p.add_argument("--cache", default=None, help="folder for the pose2sim wheel (fetched with pip on first use), the "
                    "demo's files and the cached reference (default: $DIFFMESH_CACHE or ~/.cache/diffmesh, "
                    "subfolder pose2sim)")
-    from .windows import WINDOW_MODES
+    from .windows import DEFAULT_WINDOWS, WINDOW_MODES
 
-    p.add_argument("--windows", default="blended", choices=WINDOW_MODES, help="the runs' --windows (see `run`)")
+    p.add_argument("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_MODES, help="the runs' --windows (see `run`)")
     p.add_argument("--no-resample", action="store_true", help="the runs' --no-resample (see `run`)")
     _report_options(p)
     p.set_defaults(func=_eval_video)

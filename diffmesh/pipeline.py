@@ -49,8 +49,8 @@ from .video.decode import VideoInfo, VideoWriter, iter_frames, probe_video
 from .video.detect import detect_keypoints
 from .video.pose import PoseTrack
 from .video.presence import Presence, decide_presence
-from .windows import (WINDOW_MODES, RunPlan, interpolate, model_rate, person_shapes, plan_runs, slerp_at, stitch,
-                      window_samples, window_weights)
+from .windows import (DEFAULT_WINDOWS, WINDOW_MODES, RunPlan, interpolate, model_rate, person_shapes, plan_runs,
+                      slerp_at, stitch, window_samples, window_weights)
 
 EXPORTS = ("npz", "glb", "bvh")
 
@@ -73,7 +73,7 @@ class RunSettings:
     force: bool = False
     progress: bool = True
     resample: bool = True           # run the model at its training rate (windows.TRAINING_FPS), not the video's
-    windows: str = "blended"        # windows.WINDOW_MODES: independent | blended | chained
+    windows: str = DEFAULT_WINDOWS  # windows.WINDOW_MODES: independent | blended | chained
 
 
 @dataclass
@@ -228,7 +228,7 @@ def predict_windows(model: DiffMeshModel, x: np.ndarray, plans: list[RunPlan], w
 
 
 def recover_motion(model: DiffMeshModel, keypoints: np.ndarray, times: np.ndarray, presence: Presence, fps: float,
-                   rate: float | None, windows: str = "blended", batch_clips: int = 64, device: str = "cpu",
+                   rate: float | None, windows: str = DEFAULT_WINDOWS, batch_clips: int = 64, device: str = "cpu",
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The model over every person's runs: per-frame rotations (T, K, 3, 3) and shapes (T, S) (identity / zeros
     in frames no run covers). Each run is put on the model's grid at `rate` fps (None: the video's frames) and cut

@@ -32,6 +32,7 @@ from .video.presence import Presence
 # at its own rate.
 TRAINING_FPS = 30.0
 WINDOW_MODES = ("independent", "blended", "chained")
+DEFAULT_WINDOWS = "blended"       # the default of `diffmesh run`, eval and eval-video (docs/results.md says why)
 SNAP = 1e-2       # a position within this of a whole sample (frame) is that sample (container timestamps round)
 
 
