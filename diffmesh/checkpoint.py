@@ -57,6 +57,17 @@ def read_checkpoint(path: str | Path) -> dict:
     return payload
 
 
+# Fields added to ModelConfig after checkpoints were shipped, with the value every older checkpoint was trained with
+# (their new defaults differ): an old file keeps loading and behaving as it was trained.
+LEGACY_DEFAULTS = {"motion_form": "residual", "keypoint_inputs": "2d+vis"}
+
+
+def checkpoint_config(config: dict) -> ModelConfig:
+    """The ModelConfig a checkpoint's stored config describes (unknown keys dropped, missing new ones legacy)."""
+    known = {f.name for f in fields(ModelConfig)}
+    return ModelConfig(**{**LEGACY_DEFAULTS, **{k: v for k, v in config.items() if k in known}})
+
+
 def load_model(path: str | Path, body, expect: dict | None = None) -> DiffMeshModel:
     """Build the model a checkpoint describes and load its weights.
 
@@ -65,14 +76,14 @@ def load_model(path: str | Path, body, expect: dict | None = None) -> DiffMeshMo
         expect: config fields the caller requires (e.g. {'method': 'diffmesh', 'input': 'keypoints'}).
     """
     payload = read_checkpoint(path)
-    known = {f.name for f in fields(ModelConfig)}
-    cfg = ModelConfig(**{k: v for k, v in payload["config"].items() if k in known})
+    cfg = checkpoint_config(payload["config"])
     wanted = dict(expect or {})
     wanted.setdefault("body", body.name)
     for key, value in wanted.items():
         if getattr(cfg, key) != value:
             raise CheckpointError(f"{path} was trained with {key}={getattr(cfg, key)!r} but {key}={value!r} was "
-                                  f"asked for; pass a matching checkpoint or settings")
+                                  f"asked for; pass a checkpoint trained with {key}={value!r}, or settings "
+                                  f"that match {key}={getattr(cfg, key)!r}")
     model = DiffMeshModel(cfg, body.mean_pose.cpu(), body.mean_shape.cpu())
     try:
         model.load_state_dict(payload["model"])

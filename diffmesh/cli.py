@@ -65,11 +65,12 @@ def _train(args: argparse.Namespace) -> None:
     settings = TrainSettings(preset=args.preset, method=args.method, epochs=args.epochs,
                              steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
                              seed=args.seed, noise=not args.no_noise, noise_model=args.noise_model,
-                             val_clips=args.val_clips,
-                             warmup_steps=args.warmup_steps)
+                             val_clips=args.val_clips, warmup_steps=args.warmup_steps,
+                             motion_form=args.motion_form, aux=args.aux, camera_model=args.camera_model,
+                             data=args.data, keypoint_inputs=args.keypoint_inputs)
     out = args.out or f"runs/{args.preset}_{args.method}"
     summary = run_training(out, settings, device=args.device, resume=args.resume, mocap_path=args.mocap,
-                           cache_dir=args.cache, threads=args.threads)
+                           cache_dir=args.cache, threads=args.threads, render_cache=args.render_cache)
     report_training(summary)
 
 
@@ -269,6 +270,21 @@ def _add_cmu_commands(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     _data_options(p)
     p.add_argument("--warmup-steps", type=int, default=200, help="linear learning-rate warm-up")
+    p.add_argument("--motion-form", default="paper", choices=("paper", "residual"), help="DiffMesh's reverse "
+                   "step: paper (Eq. 7, the step scaled by sqrt(beta), default) or residual (the shipped "
+                   "checkpoints': beta cancels); docs/method.md")
+    p.add_argument("--aux", default="frames", choices=("frames", "all", "off"), help="auxiliary loss on the "
+                   "frames' conditions (default), on all N-1 (the shipped checkpoints'), or off")
+    p.add_argument("--camera-model", default="sequence", choices=("sequence", "clip"), help="training cameras: "
+                   "one per sequence as the test clips and renders have (default), or one aimed at each clip "
+                   "(the shipped checkpoints')")
+    p.add_argument("--data", default="synthetic", choices=("synthetic", "renders"), help="training clips: the "
+                   "synthetic 2D of the fits (default) or the rendered MediaPipe set (`diffmesh prepare --render`)")
+    p.add_argument("--keypoint-inputs", default="2d+vis", choices=("2d", "2d+vis", "2d+3d"), help="what the model "
+                   "reads per joint: 2D only, 2D + MediaPipe's visibility (default), or also MediaPipe's 3D world "
+                   "landmarks (2d and 2d+3d need --data renders)")
+    p.add_argument("--render-cache", default=None, help="--data renders: folder of the renders (default: "
+                   "$DIFFMESH_CACHE or ~/.cache/diffmesh, subfolder cmu_renders)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="score checkpoints on the CMU test subjects: rendered and seen by MediaPipe "

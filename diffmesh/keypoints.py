@@ -44,9 +44,33 @@ def mediapipe_to_h36m(landmarks: np.ndarray, confidence: np.ndarray) -> np.ndarr
     return np.concatenate([xy, conf[..., None]], -1).astype(np.float32)
 
 
+def world_h36m(world: np.ndarray) -> np.ndarray:
+    """MediaPipe's world landmarks (..., 33, 3) (metres, hip-centred) -> (..., 17, 3) Human3.6M joints built as
+    `mediapipe_to_h36m` builds the 2D ones, made root-relative (the pelvis, mid-hips, at the origin)."""
+    xyz = np.stack([world[..., list(g), :].mean(-2) for g in H36M_FROM_MEDIAPIPE], -2)
+    return (xyz - xyz[..., :1, :]).astype(np.float32)
+
+
+def model_keypoints(landmarks: np.ndarray, visibility: np.ndarray, world: np.ndarray, inputs: str) -> np.ndarray:
+    """What a model with `inputs` (model.KEYPOINT_CHANNELS) reads per frame, before per-clip normalisation, from
+    MediaPipe's landmarks (T, 33, 2) pixels, visibility (T, 33) and world landmarks (T, 33, 3), NaN where it returned
+    nothing: (T, 17, 3) x, y, visibility ("2d+vis"), or 1 where a pose was returned ("2d"), or (T, 17, 6) with the
+    root-relative world joints after them ("2d+3d"). Frames without a pose are zeros."""
+    returned = np.isfinite(landmarks).all((-1, -2))
+    kp = mediapipe_to_h36m(np.nan_to_num(landmarks), np.nan_to_num(visibility))
+    if inputs == "2d":
+        kp[..., 2] = returned[:, None]
+    elif inputs == "2d+3d":
+        kp = np.concatenate([kp, np.where(returned[:, None, None], world_h36m(np.nan_to_num(world)), 0.0)], -1)
+    elif inputs != "2d+vis":
+        raise ValueError(f"unknown keypoint inputs {inputs!r}; choose 2d, 2d+vis or 2d+3d")
+    return kp.astype(np.float32)
+
+
 def normalize_clip(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Pixels -> the model's input space for one clip (T, 17, 3): the box around all confident joints of all
-    frames maps to [-1, 1] (its longer side), aspect kept; confidences pass through.
+    """Pixels -> the model's input space for one clip (T, 17, C): the box around all confident joints of all
+    frames maps to [-1, 1] (its longer side), aspect kept; confidences and any further channels (world joints)
+    pass through.
 
     Returns the normalised keypoints (T, 17, 3), the box centre (2,) and half-size (pixels), so that
     pixels = normalised * scale + centre.

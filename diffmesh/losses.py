@@ -23,6 +23,14 @@ class LossWeights:
     aux: float = 0.01            # w4 in the paper (Eq. 10); the released configs use 0.001
     velocity: float = 1000.0     # not in the paper: equal to w3 so velocity and position errors weigh alike
     keypoints2d: float = 100.0   # not in the paper: trains the camera head (normalised image units)
+    aux_targets: str = "frames"  # AUX_TARGETS: which predicted conditions the auxiliary loss compares
+
+
+# Which conditions the auxiliary loss (Eq. 9) compares with their predictions: "frames" (the f conditions made from
+# the frames' features, c_1..c_f, the paper's "ground truth c_{i-1}"; the released code compares 15 of 16) or
+# "all" (also the N-f conditions the generation block makes from zero padding, which have no ground truth: every
+# checkpoint before issue 14 was trained so).
+AUX_TARGETS = ("frames", "all")
 
 
 @dataclass
@@ -112,6 +120,12 @@ def diffmesh_loss(out: ModelOutput, targets: Targets, body: BodyModel, weights: 
         else:
             terms["keypoints2d"] = _masked_mean(err / 2, valid)
     if out.predicted_conditions is not None:
-        terms["aux"] = (out.predicted_conditions - out.target_conditions).square().mean()
+        pred, target = out.predicted_conditions, out.target_conditions          # (B, N-1, L*d): c_1..c_{N-1}
+        if weights.aux_targets == "frames":
+            f = out.rotmats.shape[1]
+            pred, target = pred[:, :f], target[:, :f]
+        elif weights.aux_targets != "all":
+            raise ValueError(f"aux_targets must be one of {AUX_TARGETS}, got {weights.aux_targets!r}")
+        terms["aux"] = (pred - target).square().mean()
     total = sum(getattr(weights, k) * v for k, v in terms.items())
     return LossTerms(total, {k: float(v.detach()) for k, v in terms.items()})

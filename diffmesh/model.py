@@ -26,6 +26,16 @@ from .rotations import rot6d_to_rotmat, rotmat_to_rot6d
 METHODS = ("diffmesh", "baseline1", "baseline2", "perframe")
 INPUTS = ("keypoints", "features")
 DENOISER_DESIGNS = ("cross", "two_self", "one_self")   # paper Table 7: (c), (b), (a)
+# What each keypoint carries (docs/method.md, "Inputs"): "2d" (x, y, 1 where MediaPipe returned a pose),
+# "2d+vis" (x, y, MediaPipe's visibility; every checkpoint before issue 14), "2d+3d" (x, y, visibility and
+# MediaPipe's world landmark, root-relative metres: DiffMesh refines MediaPipe's own 3D, as the paper's
+# "with refinement" setting refines HybrIK's).
+KEYPOINT_CHANNELS = {"2d": 3, "2d+vis": 3, "2d+3d": 6}
+# How a reverse step uses the network's output (docs/method.md, "The chain"): "paper" (Eq. 7: the network
+# predicts the motion m_i and the step moves by sqrt(beta_i) m_i, so the schedule bounds each step) or
+# "residual" (the form of every checkpoint before issue 14: the output was divided by sqrt(beta_i) before
+# Eq. 7 multiplied it back, an unbounded residual step on which beta had no effect).
+MOTION_FORMS = ("paper", "residual")
 
 
 @dataclass
@@ -34,6 +44,7 @@ class ModelConfig:
     input: str = "keypoints"        # keypoints (B, f, 17, 3) | features (B, f, feature_dim)
     feature_dim: int = 2048         # D of precomputed per-frame features (ResNet-50: 2048)
     num_keypoints: int = 17         # Human3.6M-17 layout of the 2D input
+    keypoint_inputs: str = "2d+vis"  # KEYPOINT_CHANNELS: what each keypoint carries
     num_frames: int = 16            # f, frames per clip (paper: 16)
     num_steps: int = 30             # N, diffusion steps (paper: 30 = 16 frames + 14)
     num_tokens: int = 17            # L, latent tokens per frame (released code: one per joint)
@@ -58,16 +69,25 @@ class ModelConfig:
     refine_dim: int = 512           # hidden width of the refinement head (released: 512)
     beta_start: float = 1e-4        # DiffMesh motion schedule (DiffPose's linear, released values)
     beta_end: float = 1e-3
+    motion_form: str = "paper"      # MOTION_FORMS; checkpoints without the field are "residual"
     dropout: float = 0.0
     body: str = "anny"              # body model the head's pose/shape parameters belong to
     num_bones: int = 24             # K, set from the body model
     num_shape: int = 6              # S, set from the body model
+
+    @property
+    def keypoint_channels(self) -> int:
+        return KEYPOINT_CHANNELS[self.keypoint_inputs]
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise SettingsError(f"method must be one of {METHODS}, got '{self.method}'")
         if self.input not in INPUTS:
             raise SettingsError(f"input must be one of {INPUTS}, got '{self.input}'")
+        if self.keypoint_inputs not in KEYPOINT_CHANNELS:
+            raise SettingsError(f"keypoint_inputs must be one of {sorted(KEYPOINT_CHANNELS)}, got '{self.keypoint_inputs}'")
+        if self.motion_form not in MOTION_FORMS:
+            raise SettingsError(f"motion_form must be one of {MOTION_FORMS}, got '{self.motion_form}'")
         if self.denoiser_design not in DENOISER_DESIGNS:
             raise SettingsError(f"denoiser_design must be one of {DENOISER_DESIGNS}, got '{self.denoiser_design}'")
         if self.adapter_rep_dim < 0:
@@ -142,7 +162,8 @@ def sinusoidal_embedding(steps: Tensor, dim: int) -> Tensor:
 
 class SpatioTemporalAdapter(nn.Module):
     """DSTformer-style backbone for 2D keypoints: each layer runs a spatial->temporal and a temporal->spatial
-    branch and fuses them with learned per-token weights. (B, f, J, 3) -> (B, f, L=J, d).
+    branch and fuses them with learned per-token weights. (B, f, J, C) -> (B, f, L=J, d), C = 3 or 6 channels
+    (`KEYPOINT_CHANNELS`).
 
     With cfg.adapter_rep_dim = R > 0, `pre_logits` (Linear C -> R, Tanh; DSTformer's representation layer) maps
     the normed (B, f, J, C) features to (B, f, J, R) before `to_tokens` (Linear R -> d, ReLU)."""
@@ -150,7 +171,7 @@ class SpatioTemporalAdapter(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         dim, J = cfg.adapter_dim, cfg.num_keypoints
-        self.joint_embed = nn.Linear(3, dim)
+        self.joint_embed = nn.Linear(cfg.keypoint_channels, dim)
         self.spatial_pos = nn.Parameter(torch.randn(1, 1, J, dim) * 0.02)
         self.temporal_pos = nn.Parameter(torch.randn(1, cfg.adapter_maxlen, 1, dim) * 0.02)
         make = lambda: Block(dim, cfg.adapter_heads, cfg.adapter_mlp_ratio, cfg.dropout, cfg.norm_eps)  # noqa: E731
@@ -407,8 +428,9 @@ class DiffMeshModel(nn.Module):
     def check_input(self, x: Tensor) -> None:
         cfg = self.cfg
         if cfg.input == "keypoints":
-            want = f"(B, {cfg.num_frames}, {cfg.num_keypoints}, 3)"
-            ok = x.ndim == 4 and x.shape[1:] == (cfg.num_frames, cfg.num_keypoints, 3)
+            C = cfg.keypoint_channels
+            want = f"(B, {cfg.num_frames}, {cfg.num_keypoints}, {C}) ({cfg.keypoint_inputs} keypoints)"
+            ok = x.ndim == 4 and x.shape[1:] == (cfg.num_frames, cfg.num_keypoints, C)
         else:
             want = f"(B, {cfg.num_frames}, {cfg.feature_dim})"
             ok = x.ndim == 3 and x.shape[1:] == (cfg.num_frames, cfg.feature_dim)
@@ -501,11 +523,13 @@ class DiffMeshModel(nn.Module):
         return rotmat_to_rot6d(init_pose).flatten(2), init_shape
 
     def motion_step(self, x: Tensor, c: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
-        # The network outputs the step's displacement; dividing by sqrt(beta_i) expresses it as the motion m_i
-        # of Eq. 6 (whose entries are ~1/sqrt(beta) times larger than feature differences), a fixed
-        # output scaling that spares the network from learning that gain.
-        delta, prev_c = self.denoiser(x, c, step)
-        return delta / self.betas[step].sqrt().view(-1, 1, 1), prev_c
+        # "paper": the network's output is the motion m_i of Eq. 6/7 itself, and motion_reverse scales it by
+        # sqrt(beta_i), so the schedule bounds every step. "residual" (old checkpoints): the output was divided by
+        # sqrt(beta_i) here and multiplied back there, so beta cancelled and each step was an unbounded residual.
+        motion, prev_c = self.denoiser(x, c, step)
+        if self.cfg.motion_form == "residual":
+            motion = motion / self.betas[step].sqrt().view(-1, 1, 1)
+        return motion, prev_c
 
     def noise_step(self, x: Tensor, c: Tensor, step: Tensor) -> Tensor:
         return self.denoiser(x, c, step)[0]

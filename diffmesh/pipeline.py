@@ -38,7 +38,7 @@ from .camera import default_focal, place_in_camera, reprojection_error
 from .checkpoint import load_model, read_checkpoint
 from .errors import DiffMeshError
 from .export import write_bvh, write_glb
-from .keypoints import mediapipe_to_h36m, normalize_clip
+from .keypoints import model_keypoints, normalize_clip
 from .model import DiffMeshModel
 from .outdir import commit_outdir, prepare_outdir
 from .paths import DEFAULT_CHECKPOINT
@@ -49,8 +49,9 @@ from .video.decode import VideoInfo, VideoWriter, iter_frames, probe_video
 from .video.detect import detect_keypoints
 from .video.pose import PoseTrack
 from .video.presence import Presence, decide_presence
-from .windows import (DEFAULT_WINDOWS, WINDOW_MODES, RunPlan, interpolate, model_rate, person_shapes, plan_runs,
-                      slerp_at, stitch, window_samples, window_weights)
+from .rotations import interpolate, slerp_at
+from .windows import (DEFAULT_WINDOWS, WINDOW_MODES, RunPlan, model_rate, person_shapes, plan_runs, stitch,
+                      window_samples, window_weights)
 
 EXPORTS = ("npz", "glb", "bvh")
 
@@ -135,10 +136,10 @@ def find_person(video: str | Path, info: VideoInfo, progress: bool) -> tuple[Pos
     return track, times, decide_presence(track, info.fps, info.height)
 
 
-def keypoints_h36m(track: PoseTrack) -> np.ndarray:
-    """(T, 17, 3) pixels + confidence in the model's layout; frames without a pose have zeros."""
-    landmarks = np.nan_to_num(track.landmarks)
-    return mediapipe_to_h36m(landmarks, track.visibility)
+def keypoints_h36m(track: PoseTrack, inputs: str = "2d+vis") -> np.ndarray:
+    """(T, 17, C) pixels + confidence in the model's layout (and MediaPipe's root-relative world joints for a
+    "2d+3d" model: `keypoints.model_keypoints`); frames without a pose have zeros."""
+    return model_keypoints(track.landmarks, track.visibility, track.world, inputs)
 
 
 # ---------------------------------------------------------------- 2. windows
@@ -156,14 +157,14 @@ def cut_clips(presence: Presence, num_frames: int) -> list[np.ndarray]:
 
 
 def window_inputs(keypoints: np.ndarray, plans: list[RunPlan], num_frames: int) -> np.ndarray:
-    """The model's inputs (C, f, 17, 3), one per window in plan order: each run's keypoints (T, 17, 3) on its
+    """The model's inputs (W, f, 17, C), one per window in plan order: each run's keypoints (T, 17, C) on its
     grid (linear interpolation between frames), each window normalized on its own as in training."""
     x = []
     for plan in plans:
         samples = interpolate(keypoints[plan.start:plan.stop], plan.grid.frame_at_sample)
         m = plan.grid.num_samples
         x += [normalize_clip(samples[window_samples(int(s), num_frames, m)])[0] for s in plan.starts]
-    return np.stack(x).astype(np.float32) if x else np.zeros((0, num_frames, 17, 3), np.float32)
+    return np.stack(x).astype(np.float32) if x else np.zeros((0, num_frames, *keypoints.shape[1:]), np.float32)
 
 
 # ---------------------------------------------------------------- 3. the model
@@ -454,7 +455,7 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
                                 f"{len(times)} frames); use a video in which one whole person is in view")
         with clock("diffmesh"):
             keypoints = keypoints_h36m(track)
-            rotmats, shapes = recover_motion(model, keypoints, times, presence, info.fps,
+            rotmats, shapes = recover_motion(model, keypoints_h36m(track, model.cfg.keypoint_inputs), times, presence, info.fps,
                                              rate if settings.resample else None, settings.windows,
                                              settings.batch_clips, settings.device, settings.seed)
         retarget_error = None

@@ -5,8 +5,8 @@ per person. Pure numpy (scipy's `Rotation` for slerp, roma for the mean rotation
    `fps` is run at that rate, `model_rate`). `time_grid` puts one run of video frames on the model's grid from the
    frames' real timestamps, so variable-rate video works: a sample every 1/rate s from the run's first frame to
    its last (rounded up), each sample's keypoints interpolated linearly between the two frames around it
-   (`interpolate`). The model's rotations come back to every video frame by slerp between the two samples around
-   it (`slerp_at`). A run already on the grid (a 30 fps video) maps sample i to frame i exactly.
+   (`rotations.interpolate`). The model's rotations come back to every video frame by slerp between the two samples around
+   it (`rotations.slerp_at`). A run already on the grid (a 30 fps video) maps sample i to frame i exactly.
 2. Windows (`window_starts`). "independent": disjoint f-sample windows. "blended" and "chained": windows every f/2
    samples (the last one ends at the run's last sample); each sample's rotations are cross-faded over the windows
    covering it with weight sin^2(pi (j + 1/2) / f) at window position j, which falls to ~0 at a window's edges
@@ -82,36 +82,6 @@ def time_grid(times: np.ndarray, rate: float | None) -> RunGrid:
     frame_at_sample = _snap(np.interp(np.arange(m) / rate, t, np.arange(n, dtype=np.float64)))
     sample_at_frame = np.clip(_snap(t * rate), 0, m - 1)
     return RunGrid(frame_at_sample, sample_at_frame)
-
-
-def interpolate(values: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Linear interpolation of values (n, ...) at fractional positions (m,) in [0, n-1]; whole positions are exact."""
-    i0 = np.clip(np.floor(pos).astype(np.int64), 0, len(values) - 1)
-    i1 = np.minimum(i0 + 1, len(values) - 1)
-    w = (pos - i0).reshape(-1, *([1] * (values.ndim - 1)))
-    out = values[i0].astype(np.float64)
-    frac = (w > 0).reshape(-1)
-    out[frac] = (1 - w[frac]) * values[i0[frac]] + w[frac] * values[i1[frac]]
-    return out.astype(values.dtype)
-
-
-def slerp_at(rotmats: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Rotations (m, K, 3, 3) at fractional positions (n,) in [0, m-1]: slerp between the two samples around each
-    position (R0 exp(w log(R0^T R1)), scipy's `Rotation`); whole positions are the samples themselves."""
-    from scipy.spatial.transform import Rotation
-
-    i0 = np.clip(np.floor(pos).astype(np.int64), 0, len(rotmats) - 1)
-    i1 = np.minimum(i0 + 1, len(rotmats) - 1)
-    w = pos - i0
-    out = rotmats[i0].copy()
-    frac = w > 0
-    if frac.any():
-        a, b = rotmats[i0[frac]].astype(np.float64), rotmats[i1[frac]].astype(np.float64)
-        shape = a.shape
-        rel = Rotation.from_matrix((np.swapaxes(a, -1, -2) @ b).reshape(-1, 3, 3)).as_rotvec().reshape(*shape[:2], 3)
-        step = Rotation.from_rotvec((rel * w[frac, None, None]).reshape(-1, 3)).as_matrix().reshape(shape)
-        out[frac] = (a @ step).astype(rotmats.dtype)
-    return out
 
 
 # ---------------------------------------------------------------- 2. windows

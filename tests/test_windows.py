@@ -16,8 +16,9 @@ from diffmesh.paths import DEFAULT_CHECKPOINT, VIDEOS_DIR
 from diffmesh.pipeline import body_joints, cut_clips, recover_meshes, recover_motion, window_inputs
 from diffmesh.predict import predict_clips
 from diffmesh.video.presence import Presence
-from diffmesh.windows import (TRAINING_FPS, WINDOW_MODES, interpolate, jitter_at_boundaries, model_rate,
-                              person_shapes, plan_runs, slerp_at, stitch, time_grid, window_starts, window_weights)
+from diffmesh.rotations import interpolate, slerp_at
+from diffmesh.windows import (TRAINING_FPS, WINDOW_MODES, jitter_at_boundaries, model_rate, person_shapes, plan_runs,
+                              stitch, time_grid, window_starts, window_weights)
 
 F = 16
 

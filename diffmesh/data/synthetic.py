@@ -229,6 +229,12 @@ def noise_model(name: str = DEFAULT_NOISE_MODEL, enabled: bool = True) -> NoiseM
     return replace(NOISE_MODELS[name], enabled=enabled)
 
 
+# How a training clip's camera is drawn: "sequence" (`sequence_camera`: one camera aimed at the whole sequence's
+# path, the model of the evaluation clips and the rendered set, so training and test cameras agree) or "clip" (a
+# camera aimed at the clip itself, nearer on average: the shipped checkpoints were trained so).
+CAMERA_MODELS = ("sequence", "clip")
+
+
 @dataclass
 class ClipMaker:
     """Turns windows of a MotionBank into model inputs and targets (see the module docstring)."""
@@ -237,13 +243,27 @@ class ClipMaker:
     num_frames: int = 16
     noise: NoiseModel = field(default_factory=NoiseModel)
     cameras: CameraRanges = field(default_factory=CameraRanges)
+    camera_model: str = "sequence"     # CAMERA_MODELS
+
+    def __post_init__(self):
+        if self.camera_model not in CAMERA_MODELS:
+            raise SettingsError(f"unknown camera model {self.camera_model!r}; choose from {', '.join(CAMERA_MODELS)}")
+
+    def draw_camera(self, start: int, rng: np.random.Generator) -> Camera:
+        """A random camera for the clip at `start`, by `camera_model`."""
+        b = self.bank
+        if self.camera_model == "clip":
+            return random_camera(rng, b.joints[start:start + self.num_frames, 0].mean(0), self.cameras)
+        s = int(np.searchsorted(b.seq_start, start, side="right") - 1)
+        a, n = int(b.seq_start[s]), int(b.seq_len[s])
+        return sequence_camera(rng, b.joints[a:a + n, 0], self.cameras)
 
     def make(self, start: int, rng: np.random.Generator, camera: Camera | None = None) -> tuple[np.ndarray, dict]:
         """One clip: inputs (f, 17, 3) normalised keypoints; targets as numpy arrays (see `batch`). Without a
-        `camera`, a random one looks at the clip."""
+        `camera`, one is drawn by `camera_model`."""
         b, sl = self.bank, slice(start, start + self.num_frames)
         joints, landmarks = b.joints[sl], b.landmarks[sl]
-        cam = camera if camera is not None else random_camera(rng, joints[:, 0].mean(0), self.cameras)
+        cam = camera if camera is not None else self.draw_camera(start, rng)
         lm_px, _ = cam.project(landmarks)
         conf = np.zeros(landmarks.shape[:2], np.float32)
         conf[:, list(USED_LANDMARKS)] = 1.0

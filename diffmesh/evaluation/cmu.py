@@ -104,6 +104,8 @@ def evaluate_checkpoint(path: Path, body: AnnyBody, test: TestSet, device: str =
                         with_vertices: bool = True) -> dict:
     model = load_model(path, body, expect={"input": "keypoints", "num_frames": test.num_frames}).to(device).eval()
     x = test.inputs
+    if model.cfg.keypoint_inputs == "2d":            # a 2D-only model reads 1 for every returned joint
+        x = torch.cat([x[..., :2], torch.ones_like(x[..., 2:3])], -1)
     with torch.inference_mode():                     # warm-up, then time the network alone
         model(x[:batch_size].to(device), generator=torch.Generator(device=device).manual_seed(0))
         t = time.perf_counter()
@@ -132,7 +134,10 @@ def run_eval(checkpoints: list[Path] | None = None, split: str = "test", limit: 
     if not checkpoints:
         raise DataError("no checkpoints given and none shipped in diffmesh/weights; pass CHECKPOINT paths")
     for c in checkpoints:                            # fail on a bad file before building the test set
-        load_model(c, AnnyBody(), expect={"input": "keypoints", "num_frames": 16})
+        if load_model(c, AnnyBody(), expect={"input": "keypoints", "num_frames": 16}).cfg.keypoint_inputs == "2d+3d":
+            raise DataError(f"{c} reads MediaPipe's world landmarks (2d+3d inputs), which the synthetic split does "
+                            "not have; score it with `diffmesh eval --data renders`, or pass a 2d or 2d+vis "
+                            "checkpoint")
     body = AnnyBody().to(device)
     test = TestSet(body.cpu(), split, limit, noise, mocap_path, cache_dir, with_vertices=with_vertices,
                    noise_name=noise_name)

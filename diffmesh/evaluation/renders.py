@@ -55,7 +55,8 @@ def predict_file(model, rate: float, body, data: dict, settings: RunSettings) ->
     track, times, fps = file_inputs(data)
     presence = decide_presence(track, fps, int(data["height"]))
     rate = rate if settings.resample else None
-    rotmats, shapes = recover_motion(model, keypoints_h36m(track), times, presence, fps, rate, settings.windows,
+    inputs = keypoints_h36m(track, model.cfg.keypoint_inputs)
+    rotmats, shapes = recover_motion(model, inputs, times, presence, fps, rate, settings.windows,
                                      settings.batch_clips, settings.device, settings.seed)
     joints = body_joints(body, rotmats, shapes).astype(np.float64)
     return joints - joints[:, :1], presence.valid

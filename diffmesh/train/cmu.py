@@ -1,6 +1,8 @@
-"""`diffmesh train`: one method trained on synthetic 2D clips of the CMU train split rendered through the Anny body
-(data/synthetic.py), validated on the val split every epoch (diffmesh.train.loop runs the epochs, logs, writes
-the checkpoints and resumes).
+"""`diffmesh train`: one method trained on clips of the CMU train split, validated on the val split every epoch
+(diffmesh.train.loop runs the epochs, logs, writes the checkpoints and resumes). The clips come from the rendered
+MediaPipe set (`--data renders`, data/render_clips.py: MediaPipe's real errors, speed and mirror augmentation,
+and the "2d" / "2d+vis" / "2d+3d" inputs) or from the synthetic 2D of the fits with a noise model (`--data
+synthetic`, data/synthetic.py; the shipped checkpoints').
 
 AdamW with a linear warm-up then cosine decay, stepped every step. Several GPUs: `torchrun --nproc_per_node=G -m
 diffmesh.cli train ...`.
@@ -14,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import DataError
+from ..errors import DataError, SettingsError
 from ..predict import predict_clips
-from ..losses import Targets
+from ..losses import LossWeights, Targets
 from ..metrics import mpjpe, pa_mpjpe
 from ..model import build_model, model_config
 from .loop import LoopSpec, run_loop, seed_everything, start_run
@@ -39,6 +41,27 @@ class TrainSettings:
     noise_model: str = "hand-made"      # data/synthetic.py NOISE_MODELS
     val_clips: int = 96
     max_grad_norm: float = 1.0
+    motion_form: str = "paper"          # model.MOTION_FORMS: how DiffMesh's reverse steps use beta
+    aux: str = "frames"                 # AUX_CHOICES: which conditions the auxiliary loss compares, or off
+    camera_model: str = "sequence"      # data/synthetic.py CAMERA_MODELS
+    data: str = "synthetic"             # DATA_SOURCES: synthetic 2D clips of the fits, or the rendered MediaPipe set
+    keypoint_inputs: str = "2d+vis"     # model.KEYPOINT_CHANNELS; "2d" and "2d+3d" need data="renders"
+
+
+DATA_SOURCES = ("synthetic", "renders")
+
+
+# The auxiliary loss (Eq. 9-10): on the frames' conditions, on all N-1 (the shipped checkpoints), or off (Table 8)
+AUX_CHOICES = ("frames", "all", "off")
+
+
+def loss_weights(settings: TrainSettings) -> LossWeights:
+    """The loss weights of a run: the paper's, with the auxiliary loss as `settings.aux` asks."""
+    if settings.aux not in AUX_CHOICES:
+        raise SettingsError(f"aux must be one of {AUX_CHOICES}, got {settings.aux!r}")
+    if settings.aux == "off":
+        return LossWeights(aux=0.0)
+    return LossWeights(aux_targets=settings.aux)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -66,10 +89,29 @@ def _draw(maker, starts: np.ndarray, batch_size: int, device: str, rng: np.rando
     return x.to(device), targets, {}
 
 
+def _render_data(settings: TrainSettings, f: int, body, splits: tuple[str, str], mocap_path, render_cache,
+                 sequences: list[str] | None):
+    """The rendered set as training data (data/render_clips.py): the train split's files with speed and mirror
+    augmentation, and fixed validation clips (non-overlapping windows of the val split's files, no augmentation)."""
+    from ..data.mocap import CMUMocap
+    from ..data.render_clips import Augment, RenderClipMaker
+    from ..data.renders import load_render_set
+
+    mocap = CMUMocap(mocap_path) if mocap_path else CMUMocap()
+    names = [[n for n in mocap.names(s) if sequences is None or n in sequences] for s in splits]
+    train_files, val_files = (load_render_set(render_cache, n) for n in names)
+    maker = RenderClipMaker(train_files, f, channels=settings.keypoint_inputs, body=body)
+    val_maker = RenderClipMaker(val_files, f, channels=settings.keypoint_inputs, augment=Augment.off(), body=body)
+    val_starts = val_maker.window_starts(f)
+    val_starts = val_starts[np.linspace(0, len(val_starts) - 1, min(settings.val_clips, len(val_starts))).astype(int)]
+    val_x, val_t = val_maker.batch(val_starts, [np.random.default_rng([1234, i]) for i in range(len(val_starts))])
+    return maker, maker.window_starts(1), val_x, val_t
+
+
 def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cpu", resume: bool = False,
                  mocap_path=None, cache_dir=None, threads: int | None = None, quiet: bool = False,
                  splits: tuple[str, str] = ("train", "val"), sequences: list[str] | None = None,
-                 stop_after_epochs: int | None = None) -> dict:
+                 stop_after_epochs: int | None = None, render_cache=None) -> dict:
     """The whole run (see the module docstring). Returns a summary (also written to OUT/summary.json).
     `splits` and `sequences` choose other data and `stop_after_epochs` stops early as an interruption would
     (the tests use them)."""
@@ -84,18 +126,29 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
         torch.set_num_threads(threads)
 
     body = AnnyBody().to(dev)
-    train_bank = build_motion_bank(body.cpu(), load_fits(splits[0], mocap_path, cache_dir, sequences))
-    val_bank = build_motion_bank(body, load_fits(splits[1], mocap_path, cache_dir, sequences))
-    body.to(dev)
-    cfg = model_config(settings.preset, method=settings.method)
+    cfg = model_config(settings.preset, method=settings.method, motion_form=settings.motion_form,
+                       keypoint_inputs=settings.keypoint_inputs)
+    weights = loss_weights(settings)
     f = cfg.num_frames
-    maker = ClipMaker(train_bank, f, noise_model(settings.noise_model, settings.noise))
-    starts = window_starts(train_bank, f, 1)
+    if settings.data == "renders":
+        maker, starts, val_x, val_t = _render_data(settings, f, body.cpu(), splits, mocap_path, render_cache, sequences)
+    elif settings.data == "synthetic":
+        if settings.keypoint_inputs != "2d+vis":
+            raise SettingsError(f"--keypoint-inputs {settings.keypoint_inputs} needs MediaPipe's own output: "
+                                "train it with --data renders (run `diffmesh prepare --render` first)")
+        train_bank = build_motion_bank(body.cpu(), load_fits(splits[0], mocap_path, cache_dir, sequences))
+        val_bank = build_motion_bank(body.cpu(), load_fits(splits[1], mocap_path, cache_dir, sequences))
+        maker = ClipMaker(train_bank, f, noise_model(settings.noise_model, settings.noise),
+                          camera_model=settings.camera_model)
+        starts = window_starts(train_bank, f, 1)
+        val_starts, val_rngs, val_cams = fixed_clips(val_bank, f, seed=1234, limit=settings.val_clips)
+        val_maker = ClipMaker(val_bank, f, noise_model(settings.noise_model, settings.noise))
+        val_x, val_t = val_maker.batch(val_starts, val_rngs, val_cams)
+    else:
+        raise SettingsError(f"data must be one of {DATA_SOURCES}, got {settings.data!r}")
     if len(starts) == 0:
         raise DataError("the train split has no sequence of at least f frames")
-    val_starts, val_rngs, val_cams = fixed_clips(val_bank, f, seed=1234, limit=settings.val_clips)
-    val_maker = ClipMaker(val_bank, f, noise_model(settings.noise_model, settings.noise))
-    val_x, val_t = val_maker.batch(val_starts, val_rngs, val_cams)
+    body.to(dev)
 
     seed_everything(settings.seed)
     model = build_model(cfg, body).to(dev)
@@ -110,6 +163,7 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
                                    f"PA-MPJPE {val['pa_mpjpe_mm']:.1f} mm"),
         settings=asdict(settings), settings_key="settings", result_key="val", score_key="mpjpe_mm",
         best_key="best_val_mpjpe_mm", epochs=settings.epochs, steps_per_epoch=settings.steps_per_epoch,
-        seed=settings.seed, max_grad_norm=settings.max_grad_norm, description=f"train {settings.method}",
+        seed=settings.seed, weights=weights, max_grad_norm=settings.max_grad_norm,
+        description=f"train {settings.method}",
         summary_extra={"parameters": sum(p.numel() for p in model.parameters())})
     return run_loop(spec, run, out_dir, resume=resume, quiet=quiet, stop_after_epochs=stop_after_epochs)

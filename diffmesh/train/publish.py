@@ -31,7 +31,8 @@ def shipped_name(method: str, preset: str = "tiny") -> str:
 def train_command(settings: dict) -> str:
     return ("diffmesh train " + " ".join(
         f"--{k.replace('_', '-')} {shlex.quote(str(settings[k]))}"
-        for k in ("preset", "method", "epochs", "steps_per_epoch", "batch_size", "lr", "seed", "val_clips")
+        for k in ("preset", "method", "epochs", "steps_per_epoch", "batch_size", "lr", "seed", "val_clips",
+                  "noise_model", "motion_form", "aux", "camera_model") if k in settings   # older runs lack some
     ) + ("" if settings.get("noise", True) else " --no-noise") + " --threads 1")
 
 
