@@ -8,7 +8,7 @@ NaN landmarks of frames without a pose become zeros with confidence 0, the 33 ->
 
 Channels (`CHANNELS`): "2d+vis" (x, y, MediaPipe visibility, as `diffmesh run` today); "2d" (x, y, 1 where
 MediaPipe returned a pose, 0 elsewhere; the box of `normalize_clip` is then set by every joint of those frames);
-"2d+3d" (x, y, visibility, then MediaPipe's world landmarks through the same 33 -> 17 grouping (`world_h36m`),
+"2d+3d" (x, y, visibility, then MediaPipe's world landmarks through the same 33 -> 17 grouping (`keypoints.world_h36m`),
 pelvis subtracted, metres, zeros where no pose).
 
 Targets: rotmats (f, K, 3, 3) with the root turned into the camera frame (R_cam R_root), shape (S,), joints3d
@@ -44,7 +44,7 @@ import torch
 
 from ..body.anny_body import ANNY_POSED_BONES
 from ..body.base import H36M_FLIP
-from ..keypoints import mediapipe_to_h36m, normalize_clip, world_h36m
+from ..keypoints import model_keypoints, normalize_clip
 from ..losses import Targets
 from ..rotations import interpolate, slerp_at
 
@@ -123,18 +123,17 @@ class Augment:
         return cls(speed_prob=0.0, mirror_prob=0.0)
 
 
-def _file_arrays(d: dict) -> dict:
-    """The per-frame arrays of one render file a clip reads, prepared once (pixels as `diffmesh run` sees them)."""
+def _file_arrays(d: dict, channels: str) -> dict:
+    """The per-frame arrays of one render file a clip reads, prepared once: `kp` the model's per-frame inputs
+    (T, 17, C) exactly as `diffmesh run` builds them (`keypoints.model_keypoints`, pixels before normalisation)."""
     returned = np.asarray(d["mp_returned"], bool)
-    vis = np.where(returned[:, None], np.nan_to_num(d["mp_visibility"]), 0.0).astype(np.float32)
-    kp = mediapipe_to_h36m(np.nan_to_num(d["mp_landmarks"]), vis)
-    world = world_h36m(np.nan_to_num(d["mp_world"]))
-    world = np.where(returned[:, None, None], world, 0.0).astype(np.float32)
+    kp = model_keypoints(np.where(returned[:, None, None], d["mp_landmarks"], np.nan), d["mp_visibility"],
+                         d["mp_world"], channels)
     R = np.asarray(d["camera_R"], np.float32)
     rot = np.asarray(d["rotmats"], np.float32).copy()
     rot[:, 0] = R @ rot[:, 0]
     jc = np.asarray(d["joints_cam"], np.float32)
-    return dict(kp=kp, world=world, returned=returned, glitch=np.asarray(d["glitch"], bool), rotmats=rot,
+    return dict(kp=kp, returned=returned, glitch=np.asarray(d["glitch"], bool), rotmats=rot,
                 joints3d=jc - jc[:, :1], px=np.asarray(d["joints_px"], np.float32), shape=np.asarray(d["shape"]),
                 width=float(d["width"]), frames=len(returned))
 
@@ -183,7 +182,7 @@ class RenderClipMaker:
             raise ValueError(f"channels must be one of {CHANNELS}, got {self.channels!r}")
         if self.mirror not in ("frames", "conjugate"):
             raise ValueError(f"mirror must be 'frames' or 'conjugate', got {self.mirror!r}")
-        self._arrays = [_file_arrays(d) for d in self.files]
+        self._arrays = [_file_arrays(d, self.channels) for d in self.files]
         lengths = np.array([a["frames"] for a in self._arrays], np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(lengths)])
         self._frames_cache: dict[int, np.ndarray] = {}
@@ -243,22 +242,18 @@ class RenderClipMaker:
         near = np.rint(pos).astype(np.int64)
         ret, every = a["returned"], np.ones(a["frames"], bool)
         returned = ret[near]
-        kp = _sample(a["kp"], pos, ret)
-        world = _sample(a["world"], pos, ret)
+        kp = _sample(a["kp"], pos, ret)                                   # (f, 17, C)
         px = _sample(a["px"], pos, every)
         joints3d = _sample(a["joints3d"], pos, every)
         rotmats = slerp_at(a["rotmats"], pos)
         if flip:
-            kp, px = _mirror_pixels(kp, a["width"], returned), _mirror_pixels(px, a["width"])
-            world, joints3d = _mirror_points(world), _mirror_points(joints3d)
+            mirrored = [_mirror_pixels(kp[..., :3], a["width"], returned)]
+            kp = np.concatenate(mirrored + ([_mirror_points(kp[..., 3:])] if kp.shape[-1] > 3 else []), -1)
+            px, joints3d = _mirror_pixels(px, a["width"]), _mirror_points(joints3d)
             frames = self._rest_frames(i)
             parents = self.body.posed_parents if frames is not None else ()
             rotmats = mirror_rotmats(rotmats, parents, frames)
-        if self.channels == "2d":
-            kp[..., 2] = returned[:, None].astype(np.float32)
         inputs, centre, scale = normalize_clip(kp)
-        if self.channels == "2d+3d":
-            inputs = np.concatenate([inputs, world], -1)
         targets = dict(rotmats=rotmats.astype(np.float32), shape=a["shape"].astype(np.float32),
                        joints3d=joints3d.astype(np.float32), keypoints2d=((px - centre) / scale).astype(np.float32),
                        valid=~a["glitch"][near] & returned)
