@@ -120,9 +120,10 @@ def test_auxiliary_loss_compares_the_frames_conditions_only(anny_body):
 
 
 def test_training_cameras_follow_the_sequence_as_test_cameras_do(anny_body, test_split_fits):
+    from diffmesh.data.prepare import load_fits
     from diffmesh.data.synthetic import ClipMaker, NoiseModel, build_motion_bank, sequence_camera
 
-    bank = build_motion_bank(anny_body, test_split_fits)
+    bank = build_motion_bank(anny_body, load_fits("test", cache_dir=test_split_fits))
     s = int(np.argmax(bank.seq_len))
     a, n = int(bank.seq_start[s]), int(bank.seq_len[s])
     start = a + n - 16                                   # the last window of the longest sequence
