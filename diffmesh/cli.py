@@ -232,7 +232,7 @@ def _add_video_commands(sub) -> None:
 
 
 def _add_cmu_commands(sub) -> None:
-    from .model import METHODS, PRESETS
+    from .model import KEYPOINT_CHANNELS, METHODS, MOTION_FORMS, PRESETS
 
     p = sub.add_parser("prepare", help="fit the Anny body to every CMU mocap sequence and cache the fits")
     _data_options(p)
@@ -270,7 +270,7 @@ def _add_cmu_commands(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     _data_options(p)
     p.add_argument("--warmup-steps", type=int, default=200, help="linear learning-rate warm-up")
-    p.add_argument("--motion-form", default="paper", choices=("paper", "residual"), help="DiffMesh's reverse "
+    p.add_argument("--motion-form", default="paper", choices=MOTION_FORMS, help="DiffMesh's reverse "
                    "step: paper (Eq. 7, the step scaled by sqrt(beta), default) or residual (the shipped "
                    "checkpoints': beta cancels); docs/method.md")
     p.add_argument("--aux", default="frames", choices=("frames", "all", "off"), help="auxiliary loss on the "
@@ -280,7 +280,7 @@ def _add_cmu_commands(sub) -> None:
                    "(the shipped checkpoints')")
     p.add_argument("--data", default="synthetic", choices=("synthetic", "renders"), help="training clips: the "
                    "synthetic 2D of the fits (default) or the rendered MediaPipe set (`diffmesh prepare --render`)")
-    p.add_argument("--keypoint-inputs", default="2d+vis", choices=("2d", "2d+vis", "2d+3d"), help="what the model "
+    p.add_argument("--keypoint-inputs", default="2d+vis", choices=tuple(KEYPOINT_CHANNELS), help="what the model "
                    "reads per joint: 2D only, 2D + MediaPipe's visibility (default), or also MediaPipe's 3D world "
                    "landmarks (2d and 2d+3d need --data renders)")
     p.add_argument("--render-cache", default=None, help="--data renders: folder of the renders (default: "

@@ -6,7 +6,7 @@ frames, its world landmarks) are only seen on the rendered set, so training on i
 `diffmesh run` will feed it. The inputs are built as the video pipeline builds them (`pipeline.keypoints_h36m`):
 NaN landmarks of frames without a pose become zeros with confidence 0, the 33 -> 17 mapping, `normalize_clip`.
 
-Channels (`CHANNELS`): "2d+vis" (x, y, MediaPipe visibility, as `diffmesh run` today); "2d" (x, y, 1 where
+Channels (`model.KEYPOINT_CHANNELS`): "2d+vis" (x, y, MediaPipe visibility, as `diffmesh run` today); "2d" (x, y, 1 where
 MediaPipe returned a pose, 0 elsewhere; the box of `normalize_clip` is then set by every joint of those frames);
 "2d+3d" (x, y, visibility, then MediaPipe's world landmarks through the same 33 -> 17 grouping (`keypoints.world_h36m`),
 pelvis subtracted, metres, zeros where no pose).
@@ -46,9 +46,9 @@ from ..body.anny_body import ANNY_POSED_BONES
 from ..body.base import H36M_FLIP
 from ..keypoints import model_keypoints, normalize_clip
 from ..losses import Targets
+from ..model import KEYPOINT_CHANNELS
 from ..rotations import interpolate, slerp_at
 
-CHANNELS = ("2d", "2d+vis", "2d+3d")
 MIRROR = np.diag([-1.0, 1.0, 1.0]).astype(np.float32)
 
 
@@ -178,8 +178,8 @@ class RenderClipMaker:
     body: object = None
 
     def __post_init__(self):
-        if self.channels not in CHANNELS:
-            raise ValueError(f"channels must be one of {CHANNELS}, got {self.channels!r}")
+        if self.channels not in KEYPOINT_CHANNELS:
+            raise ValueError(f"channels must be one of {tuple(KEYPOINT_CHANNELS)}, got {self.channels!r}")
         if self.mirror not in ("frames", "conjugate"):
             raise ValueError(f"mirror must be 'frames' or 'conjugate', got {self.mirror!r}")
         self._arrays = [_file_arrays(d, self.channels) for d in self.files]
@@ -189,7 +189,7 @@ class RenderClipMaker:
 
     @property
     def num_channels(self) -> int:
-        return 6 if self.channels == "2d+3d" else 3
+        return KEYPOINT_CHANNELS[self.channels]
 
     def window_starts(self, stride: int = 1) -> np.ndarray:
         """Global first frames of all f-frame windows (every `stride`) that stay inside one file."""
