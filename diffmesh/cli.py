@@ -67,7 +67,8 @@ def _train(args: argparse.Namespace) -> None:
                              seed=args.seed, noise=not args.no_noise, noise_model=args.noise_model,
                              val_clips=args.val_clips, warmup_steps=args.warmup_steps,
                              motion_form=args.motion_form, aux=args.aux, camera_model=args.camera_model,
-                             data=args.data, keypoint_inputs=args.keypoint_inputs)
+                             data=args.data, keypoint_inputs=args.keypoint_inputs,
+                             synthetic_share=args.synthetic_share)
     out = args.out or f"runs/{args.preset}_{args.method}"
     summary = run_training(out, settings, device=args.device, resume=args.resume, mocap_path=args.mocap,
                            cache_dir=args.cache, threads=args.threads, render_cache=args.render_cache)
@@ -285,6 +286,9 @@ def _add_cmu_commands(sub) -> None:
                    "landmarks (2d and 2d+3d need --data renders)")
     p.add_argument("--render-cache", default=None, help="--data renders: folder of the renders (default: "
                    "$DIFFMESH_CACHE or ~/.cache/diffmesh, subfolder cmu_renders)")
+    p.add_argument("--synthetic-share", type=float, default=0.0, help="--data renders: this share of every batch "
+                   "from synthetic clips of the same fits (new cameras, --noise-model's errors; for 2d+3d MediaPipe's "
+                   "3D errors from the renders), e.g. 0.25; docs/data.md")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="score checkpoints on the CMU test subjects: rendered and seen by MediaPipe "

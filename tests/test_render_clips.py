@@ -238,3 +238,72 @@ def test_training_on_renders_with_3d_inputs_and_running_the_checkpoint(tmp_path,
     data = load_render_set(cache)[0]
     joints, valid = predict_file(model, model_rate({}), anny_body, data, RunSettings())
     assert joints.shape == (T, 17, 3) and valid.sum() > T // 2 and np.isfinite(joints[valid]).all()
+
+
+def test_world_errors_are_mediapipe_minus_truth_over_windows_with_a_pose(files):
+    from diffmesh.data.mixed_clips import WorldErrors
+
+    errors = WorldErrors(files, F)
+    # frames 9 and 20 have no pose: the only 16-frame windows without them start at 21..24 in each file
+    assert sorted(errors.starts) == [*range(21, 25), *range(T + 21, T + 25)]
+    d = files[1]
+    truth = d["joints_cam"] - d["joints_cam"][:, :1]
+    np.testing.assert_allclose(errors.errors[T + 30], world_h36m(d["mp_world"][30]) - truth[30], atol=1e-6)
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        e = errors.draw(rng)
+        windows = [errors.errors[s:s + F] for s in errors.starts]
+        mirrored = [w[:, list(H36M_FLIP)] * np.array([-1.0, 1.0, 1.0]) for w in windows]
+        assert e.shape == (F, 17, 3) and any(np.allclose(e, w, atol=1e-6) for w in windows + mirrored)
+
+
+def test_mixed_batches_hold_the_share_of_synthetic_clips_in_the_render_clips_layout(files, anny_body):
+    """`--synthetic-share`: the synthetic clips of a batch read like the render clips for every input mode
+    (2d: confidence 1; 2d+3d: the truth plus a window of MediaPipe's 3D error) and share their targets' layout."""
+    from diffmesh.data.mixed_clips import MixedSampler, WorldErrors
+    from diffmesh.data.prepare import FitSet
+    from diffmesh.data.synthetic import ClipMaker, build_motion_bank, window_starts
+
+    rotmats, translation = _motion(np.random.default_rng(5), SHAPES[0])
+    fits = FitSet(rotmats, translation, np.repeat(SHAPES[0][None], T, 0), np.zeros(T, bool), ["00_02"],
+                  np.array([0]), np.array([T]), ["00"])
+    bank = build_motion_bank(anny_body, fits)
+    synthetic = ClipMaker(bank, F)
+    for channels, c in (("2d", 3), ("2d+vis", 3), ("2d+3d", 6)):
+        renders = RenderClipMaker(files, F, channels=channels, body=anny_body)
+        errors = WorldErrors(files, F) if channels == "2d+3d" else None
+        mixed = MixedSampler(renders, renders.window_starts(), synthetic, window_starts(bank, F, 1), 0.25, channels,
+                             errors)
+        x, t = mixed.sample(np.random.default_rng(3), 8)
+        assert x.shape == (8, F, 17, c) and torch.isfinite(x).all() and t.rotmats.shape == (8, F, 24, 3, 3)
+        assert t.shape.shape == (8, 6) and t.valid.dtype == torch.bool
+        y, u = mixed.sample(np.random.default_rng(3), 8)
+        assert torch.equal(x, y) and torch.equal(t.joints3d, u.joints3d)
+        syn = x[6:]                                    # the last round(0.25 * 8) = 2 clips are the synthetic ones
+        if channels == "2d":
+            assert (syn[..., 2] == 1).all()
+        if channels == "2d+3d":
+            err = (syn[..., 3:] - t.joints3d[6:]).numpy()
+            windows = [errors.errors[s:s + F] for s in errors.starts]
+            windows += [w[:, list(H36M_FLIP)] * np.array([-1.0, 1.0, 1.0]) for w in windows]
+            assert all(any(np.allclose(e, w, atol=1e-5) for w in windows) for e in err)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        MixedSampler(renders, renders.window_starts(), synthetic, window_starts(bank, F, 1), 1.5, "2d")
+
+
+def test_training_on_renders_mixed_with_synthetic_clips(tmp_path, anny_body, test_split_fits):
+    """`diffmesh train --data renders --keypoint-inputs 2d+3d --synthetic-share 0.5` end to end: the synthetic
+    clips come from the real fits of the render file's sequence (a test-split one, whose fits the suite has)."""
+    from diffmesh.data.mocap import CMUMocap
+    from diffmesh.train.cmu import TrainSettings, run_training
+
+    name = CMUMocap().names("test")[0]
+    cache = tmp_path / "renders"
+    _fake_file(cache / f"{name}_cam0.npz", anny_body, SHAPES[0], 0, 1.0, name)
+    settings = TrainSettings(data="renders", keypoint_inputs="2d+3d", synthetic_share=0.5, epochs=1,
+                             steps_per_epoch=2, batch_size=4, val_clips=2, warmup_steps=1)
+    summary = run_training(tmp_path / "run", settings, render_cache=cache, cache_dir=test_split_fits, quiet=True,
+                           threads=1, splits=("test", "test"), sequences=[name])
+    assert np.isfinite(summary["best_val_mpjpe_mm"])
+    with pytest.raises(Exception, match="--data renders"):
+        run_training(tmp_path / "run2", TrainSettings(synthetic_share=0.5), quiet=True, threads=1)

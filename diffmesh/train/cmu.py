@@ -46,6 +46,7 @@ class TrainSettings:
     camera_model: str = "sequence"      # data/synthetic.py CAMERA_MODELS
     data: str = "synthetic"             # DATA_SOURCES: synthetic 2D clips of the fits, or the rendered MediaPipe set
     keypoint_inputs: str = "2d+vis"     # model.KEYPOINT_CHANNELS; "2d" and "2d+3d" need data="renders"
+    synthetic_share: float = 0.0        # data="renders": this share of every batch synthetic (data/mixed_clips.py)
 
 
 DATA_SOURCES = ("synthetic", "renders")
@@ -81,31 +82,52 @@ def validate(model, body, val_inputs: Tensor, val_targets: Targets, device: str)
             "pa_mpjpe_mm": float(pa_mpjpe(pred[valid], gt[valid]).mean() * 1000)}
 
 
-def _draw(maker, starts: np.ndarray, batch_size: int, device: str, rng: np.random.Generator):
-    """One step's batch: `batch_size` random windows of the train split, on `device`."""
-    x, targets = maker.batch(rng.choice(starts, batch_size), [rng] * batch_size)
+def _draw(sample, batch_size: int, device: str, rng: np.random.Generator):
+    """One step's batch: `batch_size` random windows of the train split (`sample(rng, batch_size)`), on `device`."""
+    x, targets = sample(rng, batch_size)
     targets = Targets(*(t.to(device) for t in (targets.rotmats, targets.shape, targets.joints3d,
                                                targets.keypoints2d, targets.valid)))
     return x.to(device), targets, {}
 
 
-def _render_data(settings: TrainSettings, f: int, body, splits: tuple[str, str], mocap_path, render_cache,
+def _uniform_sampler(maker, starts: np.ndarray):
+    """Batches of windows at random `starts` of one clip maker."""
+    if len(starts) == 0:
+        raise DataError("the train split has no sequence of at least f frames")
+    return lambda rng, batch_size: maker.batch(rng.choice(starts, batch_size), [rng] * batch_size)
+
+
+def _render_data(settings: TrainSettings, f: int, body, splits: tuple[str, str], paths: dict,
                  sequences: list[str] | None):
     """The rendered set as training data (data/render_clips.py): the train split's files with speed and mirror
-    augmentation, and fixed validation clips (non-overlapping windows of the val split's files, no augmentation)."""
+    augmentation, mixed with synthetic clips of the same split's fits when `synthetic_share` > 0
+    (data/mixed_clips.py), and fixed validation clips (non-overlapping windows of the val split's files, no
+    augmentation)."""
     from ..data.mocap import CMUMocap
     from ..data.render_clips import Augment, RenderClipMaker
     from ..data.renders import load_render_set
 
-    mocap = CMUMocap(mocap_path) if mocap_path else CMUMocap()
+    mocap = CMUMocap(paths["mocap"]) if paths["mocap"] else CMUMocap()
     names = [[n for n in mocap.names(s) if sequences is None or n in sequences] for s in splits]
-    train_files, val_files = (load_render_set(render_cache, n) for n in names)
+    train_files, val_files = (load_render_set(paths["renders"], n) for n in names)
     maker = RenderClipMaker(train_files, f, channels=settings.keypoint_inputs, body=body)
     val_maker = RenderClipMaker(val_files, f, channels=settings.keypoint_inputs, augment=Augment.off(), body=body)
     val_starts = val_maker.window_starts(f)
     val_starts = val_starts[np.linspace(0, len(val_starts) - 1, min(settings.val_clips, len(val_starts))).astype(int)]
     val_x, val_t = val_maker.batch(val_starts, [np.random.default_rng([1234, i]) for i in range(len(val_starts))])
-    return maker, maker.window_starts(1), val_x, val_t
+    if settings.synthetic_share <= 0:
+        return _uniform_sampler(maker, maker.window_starts(1)), val_x, val_t
+    from ..data.mixed_clips import MixedSampler, WorldErrors
+    from ..data.prepare import load_fits
+    from ..data.synthetic import ClipMaker, build_motion_bank, noise_model, window_starts
+
+    bank = build_motion_bank(body, load_fits(splits[0], paths["mocap"], paths["fits"], names[0]))
+    synthetic = ClipMaker(bank, f, noise_model(settings.noise_model, settings.noise),
+                          camera_model=settings.camera_model)
+    errors = WorldErrors(train_files, f) if settings.keypoint_inputs == "2d+3d" else None
+    mixed = MixedSampler(maker, maker.window_starts(1), synthetic, window_starts(bank, f, 1),
+                         settings.synthetic_share, settings.keypoint_inputs, errors)
+    return mixed.sample, val_x, val_t
 
 
 def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cpu", resume: bool = False,
@@ -131,8 +153,11 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
     weights = loss_weights(settings)
     f = cfg.num_frames
     if settings.data == "renders":
-        maker, starts, val_x, val_t = _render_data(settings, f, body.cpu(), splits, mocap_path, render_cache, sequences)
+        paths = {"mocap": mocap_path, "fits": cache_dir, "renders": render_cache}
+        sample, val_x, val_t = _render_data(settings, f, body.cpu(), splits, paths, sequences)
     elif settings.data == "synthetic":
+        if settings.synthetic_share:
+            raise SettingsError("--synthetic-share mixes synthetic clips into the renders: use it with --data renders")
         if settings.keypoint_inputs != "2d+vis":
             raise SettingsError(f"--keypoint-inputs {settings.keypoint_inputs} needs MediaPipe's own output: "
                                 "train it with --data renders (run `diffmesh prepare --render` first)")
@@ -140,14 +165,12 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
         val_bank = build_motion_bank(body.cpu(), load_fits(splits[1], mocap_path, cache_dir, sequences))
         maker = ClipMaker(train_bank, f, noise_model(settings.noise_model, settings.noise),
                           camera_model=settings.camera_model)
-        starts = window_starts(train_bank, f, 1)
+        sample = _uniform_sampler(maker, window_starts(train_bank, f, 1))
         val_starts, val_rngs, val_cams = fixed_clips(val_bank, f, seed=1234, limit=settings.val_clips)
         val_maker = ClipMaker(val_bank, f, noise_model(settings.noise_model, settings.noise))
         val_x, val_t = val_maker.batch(val_starts, val_rngs, val_cams)
     else:
         raise SettingsError(f"data must be one of {DATA_SOURCES}, got {settings.data!r}")
-    if len(starts) == 0:
-        raise DataError("the train split has no sequence of at least f frames")
     body.to(dev)
 
     seed_everything(settings.seed)
@@ -157,7 +180,7 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, settings.warmup_steps))
     spec = LoopSpec(
         model=model, body=body, optimizer=opt, scheduler=sched,
-        draw=lambda rng, epoch: _draw(maker, starts, settings.batch_size, dev, rng),
+        draw=lambda rng, epoch: _draw(sample, settings.batch_size, dev, rng),
         validate=lambda: validate(model, body, val_x, val_t, dev),
         report=lambda epoch, val: (f"epoch {epoch}/{settings.epochs}: val MPJPE {val['mpjpe_mm']:.1f} mm, "
                                    f"PA-MPJPE {val['pa_mpjpe_mm']:.1f} mm"),
