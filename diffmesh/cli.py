@@ -68,7 +68,7 @@ def _train(args: argparse.Namespace) -> None:
                              val_clips=args.val_clips, warmup_steps=args.warmup_steps,
                              motion_form=args.motion_form, aux=args.aux, camera_model=args.camera_model,
                              data=args.data, keypoint_inputs=args.keypoint_inputs,
-                             synthetic_share=args.synthetic_share)
+                             synthetic_share=args.synthetic_share, shape_std=args.shape_std)
     out = args.out or f"runs/{args.preset}_{args.method}"
     summary = run_training(out, settings, device=args.device, resume=args.resume, mocap_path=args.mocap,
                            cache_dir=args.cache, threads=args.threads, render_cache=args.render_cache)
@@ -289,6 +289,8 @@ def _add_cmu_commands(sub) -> None:
     p.add_argument("--synthetic-share", type=float, default=0.0, help="--data renders: this share of every batch "
                    "from synthetic clips of the same fits (new cameras, --noise-model's errors; for 2d+3d MediaPipe's "
                    "3D errors from the renders), e.g. 0.25; docs/data.md")
+    p.add_argument("--shape-std", type=float, default=0.0, help="synthetic clips: half of them worn by a random "
+                   "Anny body, shape logits N(0, this), e.g. 0.5 (0: the subject's own fitted body, default)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="score checkpoints on the CMU test subjects: rendered and seen by MediaPipe "

@@ -137,6 +137,32 @@ def test_synthetic_clips_are_consistent_with_the_body(anny_body, test_bank):
         torch.testing.assert_close(x[:, :, j, :2], t.keypoints2d[:, :, j], atol=1e-4, rtol=0)
 
 
+def test_shape_augmentation_poses_the_clip_on_another_body(anny_body, test_bank):
+    """`ShapePool`: a clip wearing a pool body has that body's shape as its target, its joints are the body's own
+    (full Anny forward) for the clip's rotations, and its nose landmark is that body's posed nose vertex."""
+    from diffmesh.data.synthetic import ShapePool
+
+    pool = ShapePool(anny_body, std=0.5, size=8)
+    assert pool.shapes.shape == (8, anny_body.num_shape) and pool.shapes.std() > 0.3
+    maker = ClipMaker(test_bank, 16, NoiseModel(enabled=False), shapes=pool, shape_prob=1.0)
+    starts, rngs, cams = fixed_clips(test_bank, 16, seed=0, limit=4)
+    x, t = maker.batch(starts, rngs, cams)
+    pooled = {tuple(np.round(s, 6)) for s in pool.shapes}
+    assert all(tuple(np.round(s, 6)) in pooled for s in t.shape.numpy())
+    joints = anny_body.clip_joints(t.rotmats, t.shape)
+    torch.testing.assert_close(joints - joints[:, :, :1], t.joints3d, atol=1e-5, rtol=0)
+    for j in (2, 5, 12, 15):                     # exact 2D of bone-head joints = the targets' 2D of the new body
+        torch.testing.assert_close(x[:, :, j, :2], t.keypoints2d[:, :, j], atol=1e-4, rtol=0)
+    sl = slice(int(starts[0]), int(starts[0]) + 16)
+    rot = torch.as_tensor(test_bank.rotmats[sl])
+    joints, landmarks = pool.pose(3, test_bank.rotmats[sl], test_bank.joints[sl, 0])
+    full = anny_body(rot, torch.as_tensor(pool.shapes[3])[None].expand(16, -1), with_vertices=True)
+    offset = test_bank.joints[sl, 0] - full.joints[:, 0].numpy()             # the forward pass puts the root at 0
+    np.testing.assert_allclose(landmarks[:, 0], full.vertices[:, ANNY_NOSE_VERTEX].numpy() + offset, atol=2e-5)
+    np.testing.assert_allclose(joints, full.joints.numpy() + offset[:, None], atol=2e-5)
+    assert np.abs(joints - test_bank.joints[sl]).max() > 0.01                 # another body, another skeleton
+
+
 def test_noise_model_makes_the_errors_it_promises(test_bank):
     rng = np.random.default_rng(3)
     exact = np.cumsum(rng.normal(0, 2, (200, 16, 17, 2)), 1) + 500

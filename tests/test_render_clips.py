@@ -292,7 +292,7 @@ def test_mixed_batches_hold_the_share_of_synthetic_clips_in_the_render_clips_lay
 
 
 def test_training_on_renders_mixed_with_synthetic_clips(tmp_path, anny_body, test_split_fits):
-    """`diffmesh train --data renders --keypoint-inputs 2d+3d --synthetic-share 0.5` end to end: the synthetic
+    """`diffmesh train --data renders --keypoint-inputs 2d+3d --synthetic-share 0.5 --shape-std 0.5` end to end: the synthetic
     clips come from the real fits of the render file's sequence (a test-split one, whose fits the suite has)."""
     from diffmesh.data.mocap import CMUMocap
     from diffmesh.train.cmu import TrainSettings, run_training
@@ -300,7 +300,7 @@ def test_training_on_renders_mixed_with_synthetic_clips(tmp_path, anny_body, tes
     name = CMUMocap().names("test")[0]
     cache = tmp_path / "renders"
     _fake_file(cache / f"{name}_cam0.npz", anny_body, SHAPES[0], 0, 1.0, name)
-    settings = TrainSettings(data="renders", keypoint_inputs="2d+3d", synthetic_share=0.5, epochs=1,
+    settings = TrainSettings(data="renders", keypoint_inputs="2d+3d", synthetic_share=0.5, shape_std=0.5, epochs=1,
                              steps_per_epoch=2, batch_size=4, val_clips=2, warmup_steps=1)
     summary = run_training(tmp_path / "run", settings, render_cache=cache, cache_dir=test_split_fits, quiet=True,
                            threads=1, splits=("test", "test"), sequences=[name])

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..body.anny_body import ANNY_H36M_BONES, ANNY_POSED_BONES, AnnyBody
 from ..body.base import H36M_FLIP
@@ -57,32 +58,70 @@ class MotionBank:
     seq_len: np.ndarray
 
 
+def _rest_points(body: AnnyBody, shape: np.ndarray) -> tuple[Tensor, Tensor]:
+    """What posing one shape (S,) needs: its rest heads (1, 104, 3) and, for each vertex landmark of
+    ANNY_MEDIAPIPE, the vertex's offset from the head bone's rest head (n, 3), which that bone carries rigidly."""
+    rest = body.rest_model(torch.as_tensor(shape, dtype=torch.float32)[None])
+    head = body.posed_index[ANNY_POSED_BONES.index("head")]
+    vertices = [what for kind, what in ANNY_MEDIAPIPE.values() if kind == "vertex"]
+    return rest["heads"], rest["vertices"][0, vertices] - rest["heads"][0, head]
+
+
+def _posed_points(body: AnnyBody, rotmats: Tensor, rest: tuple[Tensor, Tensor], translation: Tensor
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Joints (T, 17, 3) and MediaPipe-equivalent landmarks (T, 33, 3; unused ones zero) of rotmats (T, K, 3, 3)
+    posed on one shape's `_rest_points`, root at `translation` (T, 3)."""
+    heads_rest, vertex_offsets = rest
+    G, heads = body.posed_kinematics(rotmats, heads_rest)
+    heads = heads + translation[:, None]
+    joints = heads[:, [ANNY_POSED_BONES.index(b) for b in ANNY_H36M_BONES]]
+    landmarks = heads.new_zeros(len(rotmats), NUM_MP_LANDMARKS, 3)
+    head, v = ANNY_POSED_BONES.index("head"), 0
+    for mp, (kind, what) in ANNY_MEDIAPIPE.items():
+        if kind == "bone":                           # all are posed bones: their heads come out of the kinematics
+            landmarks[:, mp] = heads[:, ANNY_POSED_BONES.index(what)]
+        else:                                        # a vertex the head bone carries rigidly
+            landmarks[:, mp] = heads[:, head] + (G[:, head] @ vertex_offsets[v][:, None])[..., 0]
+            v += 1
+    return joints.numpy(), landmarks.numpy()
+
+
 @torch.no_grad()
 def build_motion_bank(body: AnnyBody, fits: FitSet) -> MotionBank:
     """Joints and MediaPipe-equivalent points for every fitted frame (fast kinematics, one rest model per shape)."""
     F = len(fits.glitch)
     joints = np.zeros((F, 17, 3), np.float32)
     landmarks = np.zeros((F, NUM_MP_LANDMARKS, 3), np.float32)
-    h36m = [ANNY_POSED_BONES.index(b) for b in ANNY_H36M_BONES]
     shapes, inverse = np.unique(fits.shape, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     for u, shape in enumerate(shapes):
         frames = np.where(inverse == u)[0]
-        rest = body.rest_model(torch.as_tensor(shape)[None])
-        ref_heads, ref_verts = rest["heads"], rest["vertices"]
-        rot = torch.as_tensor(fits.rotmats[frames])
-        G, heads = body.posed_kinematics(rot, ref_heads)
-        transl = torch.as_tensor(fits.translation[frames])[:, None]
-        joints[frames] = (heads[:, h36m] + transl).numpy()
-        head = ANNY_POSED_BONES.index("head")
-        for mp, (kind, what) in ANNY_MEDIAPIPE.items():
-            if kind == "bone":                       # all are posed bones: their heads come out of the kinematics
-                landmarks[frames, mp] = (heads[:, ANNY_POSED_BONES.index(what)] + transl[:, 0]).numpy()
-            else:                                    # a vertex the head bone carries rigidly
-                local = ref_verts[0, what] - ref_heads[0, body.posed_index[head]]
-                landmarks[frames, mp] = (heads[:, head] + (G[:, head] @ local[:, None])[..., 0] + transl[:, 0]).numpy()
+        joints[frames], landmarks[frames] = _posed_points(body, torch.as_tensor(fits.rotmats[frames]),
+                                                          _rest_points(body, shape),
+                                                          torch.as_tensor(fits.translation[frames]))
     return MotionBank(fits.rotmats, fits.shape, joints, landmarks, fits.glitch, fits.seq_names, fits.seq_start,
                       fits.seq_len)
+
+
+class ShapePool:
+    """Body shape augmentation: `size` random shape logits, each component N(0, std) (0 is Anny's mean body;
+    the CMU subjects' fits spread by only 0.01-0.13), with what posing them needs computed once, so that a clip
+    can wear another body than its subject's at the cost of the fast kinematics only."""
+
+    def __init__(self, body: AnnyBody, std: float, size: int = 256, seed: int = 0):
+        if std <= 0:
+            raise SettingsError(f"the shape spread must be positive, got {std}")
+        rng = np.random.default_rng([seed, 77])
+        self.body = body
+        self.shapes = rng.normal(0.0, std, (size, body.num_shape)).astype(np.float32)
+        with torch.no_grad():
+            self.rest = [_rest_points(body, s) for s in self.shapes]
+
+    @torch.no_grad()
+    def pose(self, k: int, rotmats: np.ndarray, root: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Joints (T, 17, 3) and landmarks (T, 33, 3) of rotmats on pool shape k, the root (pelvis) at `root`
+        (T, 3) as in the bank."""
+        return _posed_points(self.body, torch.as_tensor(rotmats), self.rest[k], torch.as_tensor(root))
 
 
 def window_starts(bank: MotionBank, f: int, stride: int) -> np.ndarray:
@@ -244,6 +283,8 @@ class ClipMaker:
     noise: NoiseModel = field(default_factory=NoiseModel)
     cameras: CameraRanges = field(default_factory=CameraRanges)
     camera_model: str = "sequence"     # CAMERA_MODELS
+    shapes: ShapePool | None = None    # with a pool, `shape_prob` of the clips wear one of its bodies
+    shape_prob: float = 0.5
 
     def __post_init__(self):
         if self.camera_model not in CAMERA_MODELS:
@@ -262,8 +303,12 @@ class ClipMaker:
         """One clip: inputs (f, 17, 3) normalised keypoints; targets as numpy arrays (see `batch`). Without a
         `camera`, one is drawn by `camera_model`."""
         b, sl = self.bank, slice(start, start + self.num_frames)
-        joints, landmarks = b.joints[sl], b.landmarks[sl]
+        joints, landmarks, shape = b.joints[sl], b.landmarks[sl], b.shape[start]
         cam = camera if camera is not None else self.draw_camera(start, rng)
+        if self.shapes is not None and rng.random() < self.shape_prob:
+            k = int(rng.integers(len(self.shapes.shapes)))
+            joints, landmarks = self.shapes.pose(k, b.rotmats[sl], joints[:, 0])
+            shape = self.shapes.shapes[k]
         lm_px, _ = cam.project(landmarks)
         conf = np.zeros(landmarks.shape[:2], np.float32)
         conf[:, list(USED_LANDMARKS)] = 1.0
@@ -273,7 +318,7 @@ class ClipMaker:
         gt_px, _ = cam.project(joints)
         rotmats = b.rotmats[sl].copy()
         rotmats[:, 0] = cam.R @ rotmats[:, 0]
-        targets = dict(rotmats=rotmats, shape=b.shape[start], joints3d=(joints - joints[:, :1]) @ cam.R.T,
+        targets = dict(rotmats=rotmats, shape=shape, joints3d=(joints - joints[:, :1]) @ cam.R.T,
                        keypoints2d=(gt_px - centre) / scale, valid=~b.glitch[sl])
         return inputs, targets
 

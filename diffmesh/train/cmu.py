@@ -47,6 +47,7 @@ class TrainSettings:
     data: str = "synthetic"             # DATA_SOURCES: synthetic 2D clips of the fits, or the rendered MediaPipe set
     keypoint_inputs: str = "2d+vis"     # model.KEYPOINT_CHANNELS; "2d" and "2d+3d" need data="renders"
     synthetic_share: float = 0.0        # data="renders": this share of every batch synthetic (data/mixed_clips.py)
+    shape_std: float = 0.0              # synthetic clips: half of them on a random body (synthetic.ShapePool), 0 off
 
 
 DATA_SOURCES = ("synthetic", "renders")
@@ -97,6 +98,37 @@ def _uniform_sampler(maker, starts: np.ndarray):
     return lambda rng, batch_size: maker.batch(rng.choice(starts, batch_size), [rng] * batch_size)
 
 
+def _synthetic_maker(settings: TrainSettings, bank, f: int, body):
+    """The synthetic training clips of `bank`: the run's noise model and camera model, and shape augmentation when
+    `shape_std` > 0."""
+    from ..data.synthetic import ClipMaker, ShapePool, noise_model
+
+    shapes = ShapePool(body, settings.shape_std, seed=settings.seed) if settings.shape_std > 0 else None
+    return ClipMaker(bank, f, noise_model(settings.noise_model, settings.noise), camera_model=settings.camera_model,
+                     shapes=shapes)
+
+
+def _synthetic_data(settings: TrainSettings, f: int, body, splits: tuple[str, str], paths: dict,
+                    sequences: list[str] | None):
+    """The synthetic clips of the train split's fits as training data, and fixed validation clips of the val split
+    (one camera per sequence, seeded noise)."""
+    from ..data.prepare import load_fits
+    from ..data.synthetic import ClipMaker, build_motion_bank, fixed_clips, noise_model, window_starts
+
+    if settings.synthetic_share:
+        raise SettingsError("--synthetic-share mixes synthetic clips into the renders: use it with --data renders")
+    if settings.keypoint_inputs != "2d+vis":
+        raise SettingsError(f"--keypoint-inputs {settings.keypoint_inputs} needs MediaPipe's own output: "
+                            "train it with --data renders (run `diffmesh prepare --render` first)")
+    train_bank, val_bank = (build_motion_bank(body, load_fits(s, paths["mocap"], paths["fits"], sequences))
+                            for s in splits)
+    sample = _uniform_sampler(_synthetic_maker(settings, train_bank, f, body), window_starts(train_bank, f, 1))
+    val_starts, val_rngs, val_cams = fixed_clips(val_bank, f, seed=1234, limit=settings.val_clips)
+    val_maker = ClipMaker(val_bank, f, noise_model(settings.noise_model, settings.noise))
+    val_x, val_t = val_maker.batch(val_starts, val_rngs, val_cams)
+    return sample, val_x, val_t
+
+
 def _render_data(settings: TrainSettings, f: int, body, splits: tuple[str, str], paths: dict,
                  sequences: list[str] | None):
     """The rendered set as training data (data/render_clips.py): the train split's files with speed and mirror
@@ -119,11 +151,10 @@ def _render_data(settings: TrainSettings, f: int, body, splits: tuple[str, str],
         return _uniform_sampler(maker, maker.window_starts(1)), val_x, val_t
     from ..data.mixed_clips import MixedSampler, WorldErrors
     from ..data.prepare import load_fits
-    from ..data.synthetic import ClipMaker, build_motion_bank, noise_model, window_starts
+    from ..data.synthetic import build_motion_bank, window_starts
 
     bank = build_motion_bank(body, load_fits(splits[0], paths["mocap"], paths["fits"], names[0]))
-    synthetic = ClipMaker(bank, f, noise_model(settings.noise_model, settings.noise),
-                          camera_model=settings.camera_model)
+    synthetic = _synthetic_maker(settings, bank, f, body)
     errors = WorldErrors(train_files, f) if settings.keypoint_inputs == "2d+3d" else None
     mixed = MixedSampler(maker, maker.window_starts(1), synthetic, window_starts(bank, f, 1),
                          settings.synthetic_share, settings.keypoint_inputs, errors)
@@ -138,8 +169,6 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
     `splits` and `sequences` choose other data and `stop_after_epochs` stops early as an interruption would
     (the tests use them)."""
     from ..body.anny_body import AnnyBody
-    from ..data.prepare import load_fits
-    from ..data.synthetic import ClipMaker, build_motion_bank, fixed_clips, noise_model, window_starts
 
     out_dir = Path(out_dir)
     run = start_run(out_dir, device, resume)
@@ -152,23 +181,11 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
                        keypoint_inputs=settings.keypoint_inputs)
     weights = loss_weights(settings)
     f = cfg.num_frames
+    paths = {"mocap": mocap_path, "fits": cache_dir, "renders": render_cache}
     if settings.data == "renders":
-        paths = {"mocap": mocap_path, "fits": cache_dir, "renders": render_cache}
         sample, val_x, val_t = _render_data(settings, f, body.cpu(), splits, paths, sequences)
     elif settings.data == "synthetic":
-        if settings.synthetic_share:
-            raise SettingsError("--synthetic-share mixes synthetic clips into the renders: use it with --data renders")
-        if settings.keypoint_inputs != "2d+vis":
-            raise SettingsError(f"--keypoint-inputs {settings.keypoint_inputs} needs MediaPipe's own output: "
-                                "train it with --data renders (run `diffmesh prepare --render` first)")
-        train_bank = build_motion_bank(body.cpu(), load_fits(splits[0], mocap_path, cache_dir, sequences))
-        val_bank = build_motion_bank(body.cpu(), load_fits(splits[1], mocap_path, cache_dir, sequences))
-        maker = ClipMaker(train_bank, f, noise_model(settings.noise_model, settings.noise),
-                          camera_model=settings.camera_model)
-        sample = _uniform_sampler(maker, window_starts(train_bank, f, 1))
-        val_starts, val_rngs, val_cams = fixed_clips(val_bank, f, seed=1234, limit=settings.val_clips)
-        val_maker = ClipMaker(val_bank, f, noise_model(settings.noise_model, settings.noise))
-        val_x, val_t = val_maker.batch(val_starts, val_rngs, val_cams)
+        sample, val_x, val_t = _synthetic_data(settings, f, body.cpu(), splits, paths, sequences)
     else:
         raise SettingsError(f"data must be one of {DATA_SOURCES}, got {settings.data!r}")
     body.to(dev)
