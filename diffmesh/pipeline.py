@@ -22,7 +22,6 @@ file is the whole chain; each stage is one call, in this order:
 Frames without a person get no body: `valid` is False there and their joints are NaN.
 """
 
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from .errors import DiffMeshError
 from .export import write_bvh, write_glb
 from .keypoints import model_keypoints, normalize_clip
 from .model import DiffMeshModel
-from .outdir import commit_outdir, prepare_outdir
+from .outdir import staged_outdir
 from .paths import DEFAULT_CHECKPOINT
 from .predict import predict_clips
 from .render import MeshRenderer
@@ -442,9 +441,8 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
         raise DiffMeshError(f"unknown windows {settings.windows!r}; choose from {', '.join(WINDOW_MODES)}")
     t_start = time.perf_counter()
     info = probe_video(video)
-    final, staging = prepare_outdir(outdir, settings.force)
     clock = Stopwatch()
-    try:
+    with staged_outdir(outdir, settings.force) as staging:
         with clock("setup"):
             body = load_body(settings.body, settings.smpl_path)
             model, model_body, checkpoint, rate = load_run_model(settings, body)
@@ -455,8 +453,8 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
                                 f"{len(times)} frames); use a video in which one whole person is in view")
         with clock("diffmesh"):
             keypoints = keypoints_h36m(track)
-            rotmats, shapes = recover_motion(model, keypoints_h36m(track, model.cfg.keypoint_inputs), times, presence, info.fps,
-                                             rate if settings.resample else None, settings.windows,
+            rotmats, shapes = recover_motion(model, keypoints_h36m(track, model.cfg.keypoint_inputs), times, presence,
+                                             info.fps, rate if settings.resample else None, settings.windows,
                                              settings.batch_clips, settings.device, settings.seed)
         retarget_error = None
         if model_body is not body:
@@ -474,10 +472,6 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
                 render_overlay(video, staging / "overlay.mp4", info, body, motion, camera, settings.side_view,
                                settings.progress)
             files.append("overlay.mp4")
-        commit_outdir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     clock.seconds["total"] = time.perf_counter() - t_start
-    return RunSummary(str(video), str(final), len(times), int(presence.valid.sum()), presence.num_tracks, info.fps,
+    return RunSummary(str(video), str(Path(outdir)), len(times), int(presence.valid.sum()), presence.num_tracks, info.fps,
                       clock.seconds, files)

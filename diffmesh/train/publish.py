@@ -4,8 +4,11 @@ diffmesh.train.publish RUN_DIR...`, run by `make weights`).
 For each run's best.pt it writes `<method>_tiny_anny.pt` in diffmesh/weights/ (`paths.WEIGHTS_DIR`).
 `record.json` there records, for each of them:
 - the training command and settings, the data (mocap md5, fit error) and the validation history;
-- the scores on the whole CMU test split;
-- the scores on a fixed 48-clip subset, which `tests/test_weights.py` recomputes.
+- the scores on the whole synthetic CMU test split, and on a fixed 48-clip subset of it, which
+  `tests/test_weights.py` recomputes (models that read 2D only: the split has no MediaPipe 3D);
+- the scores on the rendered test split (`diffmesh eval`, when the renders are on the machine);
+- the real-video benchmark (`diffmesh eval-video`), which `tests/test_real_video.py` recomputes for the default.
+With `--update` the record's other models are kept, so one retrained model can be shipped beside the others.
 """
 
 import argparse
@@ -18,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import read_checkpoint
+from ..errors import DataError
 from ..paths import WEIGHTS_DIR
 
 CHECK_SUBSET_CLIPS = 48
@@ -32,37 +36,62 @@ def train_command(settings: dict) -> str:
     return ("diffmesh train " + " ".join(
         f"--{k.replace('_', '-')} {shlex.quote(str(settings[k]))}"
         for k in ("preset", "method", "epochs", "steps_per_epoch", "batch_size", "lr", "seed", "val_clips",
-                  "noise_model", "motion_form", "aux", "camera_model", "data", "keypoint_inputs", "synthetic_share", "shape_std")
-        if k in settings   # older runs lack some
+                  "noise_model", "motion_form", "aux", "camera_model", "data", "keypoint_inputs", "synthetic_share",
+                  "shape_std") if k in settings   # older runs lack some
     ) + ("" if settings.get("noise", True) else " --no-noise") + " --threads 1")
 
 
-def publish(run_dirs: list[Path]) -> dict:
+def _ship_run(run: Path) -> tuple[str, dict]:
+    """Copy one run's best.pt into the package (atomically) and return its name and record entry."""
+    payload = read_checkpoint(run / "best.pt")
+    settings = payload["settings"]
+    history = json.loads(read_checkpoint(run / "last.pt")["history"])
+    name = shipped_name(settings["method"], settings["preset"])
+    tmp = WEIGHTS_DIR / f".{name}.tmp"
+    torch.save({k: payload[k] for k in ("format_version", "config", "model", "settings", "step", "epoch", "val")}, tmp)
+    os.replace(tmp, WEIGHTS_DIR / name)
+    return name, {"method": settings["method"], "command": train_command(settings), "settings": settings,
+                  "best_epoch": payload["epoch"], "best_step": payload["step"], "val_at_best": payload["val"],
+                  "history": history, "train_minutes": history[-1]["seconds"] / 60 if history else None}
+
+
+def _reads_synthetic(path: Path) -> bool:
+    """Whether a checkpoint can be scored on the synthetic split (it has no MediaPipe 3D for 2d+3d models)."""
+    config = read_checkpoint(path).get("config", {})
+    return config.get("keypoint_inputs", "2d+vis") != "2d+3d"
+
+
+def _real_video_summary(report: dict) -> dict:
+    """What the record keeps of `diffmesh eval-video`: per view and in the mean, every method's figures."""
+    return {"version": report["version"], "mean": report["mean"],
+            "views": {v: {"coverage": d["coverage"], "methods": d["methods"]} for v, d in report["views"].items()}}
+
+
+def publish(run_dirs: list[Path], update: bool = False) -> dict:
+    """Ship the runs and re-score every shipped model: the synthetic split (models that read it), the rendered
+    test split when its renders are on this machine, and the real-video benchmark. With `update`, the record's
+    other models are kept (their runs need not be here)."""
     from ..data.prepare import default_cache_dir
     from ..evaluation.cmu import run_eval
+    from ..evaluation.real_video import run_eval_video
+    from ..evaluation.renders import run_render_eval
 
-    record = {"models": {}}
+    record = json.loads(RECORD.read_text()) if update and RECORD.exists() else {"models": {}}
     for run in run_dirs:
-        payload = read_checkpoint(run / "best.pt")
-        settings = payload["settings"]
-        history = json.loads(read_checkpoint(run / "last.pt")["history"])
-        name = shipped_name(settings["method"], settings["preset"])
-        tmp = WEIGHTS_DIR / f".{name}.tmp"
-        torch.save({k: payload[k] for k in ("format_version", "config", "model", "settings", "step", "epoch", "val")},
-                   tmp)
-        os.replace(tmp, WEIGHTS_DIR / name)
-        record["models"][name] = {"method": settings["method"], "command": train_command(settings),
-                                  "settings": settings, "best_epoch": payload["epoch"], "best_step": payload["step"],
-                                  "val_at_best": payload["val"], "history": history,
-                                  "train_minutes": history[-1]["seconds"] / 60 if history else None}
+        name, entry = _ship_run(run)
+        record["models"][name] = entry
     names = sorted(record["models"], key=lambda n: ("diffmesh" not in n, n))
     paths = [WEIGHTS_DIR / n for n in names]
-    full = run_eval(paths)
-    subset = run_eval(paths, limit=CHECK_SUBSET_CLIPS, with_vertices=False)
+    synthetic = [p for p in paths if _reads_synthetic(p)]
+    record["test"] = run_eval(synthetic)
+    record["check_subset"] = run_eval(synthetic, limit=CHECK_SUBSET_CLIPS, with_vertices=False)
+    try:
+        record["renders"] = run_render_eval([str(p) for p in paths])
+    except DataError as e:                           # no renders here: say so instead of keeping stale figures
+        record["renders"] = {"missing": str(e)}
+    record["real_video"] = _real_video_summary(run_eval_video([str(p) for p in paths], progress=False))
     report = json.loads((default_cache_dir() / "report.json").read_text())
     record["data"] = {"fit_error_mm": report["error"], "fit_iterations": report["iterations"]}
-    record["test"] = full
-    record["check_subset"] = subset
     tmp = RECORD.with_name(".record.json.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, RECORD)
@@ -72,10 +101,12 @@ def publish(run_dirs: list[Path]) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("runs", nargs="+", type=Path, help="run folders (each with best.pt and last.pt)")
+    p.add_argument("--update", action="store_true", help="keep the record's other shipped models (default: the "
+                   "record holds only these runs)")
     args = p.parse_args(argv)
     from ..evaluation.cmu import format_table
 
-    record = publish(args.runs)
+    record = publish(args.runs, update=args.update)
     print(format_table(record["test"]))
     print(f"wrote {RECORD}")
     return 0
