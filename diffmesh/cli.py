@@ -2,9 +2,11 @@
 input (DiffMeshError) print one line and exit with status 2; any other exception is a bug and keeps its traceback."""
 
 import argparse
+import signal
 import sys
+import threading
 
-from .errors import DiffMeshError, OutputExistsError
+from .errors import DiffMeshError, OutputExistsError, Terminated
 from .paths import DEMO_VIDEO
 
 
@@ -441,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. A user-facing problem (DiffMeshError) is one line and exit status 2; anything else is a
     bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
+    previous = _raise_on_sigterm()
     try:
         args.func(args)
     except DiffMeshError as e:
@@ -449,7 +452,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("diffmesh: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("diffmesh: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _raise_on_sigterm():
+    """Turn SIGTERM into `Terminated` in the main thread (module `errors`); returns the handler it replaced, or
+    None off the main thread, where Python cannot install one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

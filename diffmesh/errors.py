@@ -32,3 +32,9 @@ class DeviceError(DiffMeshError):
 
 class OutputExistsError(DiffMeshError):
     """An output (folder, run, report) already exists and the command was not told to replace or resume it."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler, container or Ray cancelling the job): raised in the main thread by the CLI's
+    handler so that every cleanup (staging folder, temporary files, the keypoint worker) runs as for Ctrl-C. A
+    BaseException, so `except Exception` never swallows it."""

@@ -20,6 +20,13 @@ from .pose import PoseTrack, concatenate_tracks, read_track_file, track_frames
 # track there if it picks someone else).
 WORKER_MIN_FRAMES = 150
 WORKER_STARTUP_FRAMES = 80          # frames the main process handles while the worker starts
+# The worker's program. On Linux it first asks the kernel to send it SIGTERM when its parent dies, so that a run
+# killed outright (SIGKILL, out of memory) leaves no MediaPipe process behind; every other ending of the parent
+# (error, Ctrl-C, SIGTERM) kills it in `detect_keypoints`.
+WORKER_CODE = ("import sys, signal\n"
+               "if sys.platform.startswith('linux'):\n"
+               "    import ctypes; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+               "from diffmesh.video.pose import track_frames_to_file as run; run(*sys.argv[1:])")
 
 
 def detect_keypoints(video: str | Path, info: VideoInfo, progress: bool = True, workers: int | None = None
@@ -38,9 +45,8 @@ def detect_keypoints(video: str | Path, info: VideoInfo, progress: bool = True, 
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
                                                                        os.environ.get("PYTHONPATH")])))
         with open(log, "w") as log_file:
-            worker = subprocess.Popen([sys.executable, "-c", "import sys; from diffmesh.video.pose import "
-                                       "track_frames_to_file as run; run(*sys.argv[1:])", str(video), str(split),
-                                       str(result)], stdout=subprocess.DEVNULL, stderr=log_file, env=env)
+            worker = subprocess.Popen([sys.executable, "-c", WORKER_CODE, str(video), str(split), str(result)],
+                                      stdout=subprocess.DEVNULL, stderr=log_file, env=env)
         try:
             track_a, times_a = track_frames(str(video), 0, split, progress, total=split)
             worker.wait()

@@ -1,0 +1,91 @@
+"""SIGTERM (how schedulers, containers and Ray cancel work) during a real `diffmesh run`: the run ends with one line
+and status 143, and leaves no staging folder, no temporary folder and no child process."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from test_run import WALK, need
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (Linux /proc)."""
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        for k in map(int, kids):
+            found.add(k)
+            todo.append(k)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class _Stderr:
+    """Reads a process's stderr in the background, so the test can wait for a stage's progress bar."""
+
+    def __init__(self, proc):
+        self.text = ""
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc):
+        for chunk in iter(lambda: proc.stderr.read1(256), b""):
+            self.text += chunk.decode(errors="replace")
+
+    def wait_for(self, word: str, timeout: float = 300) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and word not in self.text:
+            time.sleep(0.05)
+        return word in self.text
+
+    def join(self):
+        self._thread.join(timeout=30)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("stage", ["keypoints", "render"])
+def test_sigterm_during_a_stage_leaves_nothing(tmp_path, stage):
+    video = need(WALK)                                   # 230 frames: long enough for the second keypoint worker
+    work, tmp = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    tmp.mkdir()
+    out = work / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "diffmesh.cli", "run", str(video), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, TMPDIR=str(tmp)))
+    err = _Stderr(proc)
+    try:
+        assert err.wait_for(f"{stage}:"), err.text[-2000:]
+        time.sleep(0.5)                                  # well inside the stage
+        children = _descendants(proc.pid)
+        if stage == "keypoints":
+            assert children, "the keypoint worker should be running"
+        assert any(p.name.startswith(".out.") for p in work.iterdir())     # the staging folder exists now
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        err.join()
+    lines = [line for line in err.text.replace("\r", "\n").splitlines() if line.startswith("diffmesh:")]
+    assert lines == ["diffmesh: terminated (SIGTERM)"], err.text[-2000:]
+    time.sleep(0.2)
+    assert not [p for p in children if _alive(p)]        # the worker is gone too
+    assert sorted(p.name for p in work.iterdir()) == []  # no OUTDIR, no staging folder, no lock file
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("diffmesh")] == []   # no keypoint worker folder
