@@ -24,15 +24,33 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from .pipeline import EXPORTS, RunSettings, run_video
+    from .pipeline import run_video
+
+    summary = run_video(args.video, args.output, _run_settings(args))
+    print("\n".join(summary.lines()))
+
+
+def _run_settings(args: argparse.Namespace):
+    from .pipeline import EXPORTS, RunSettings
 
     exports = tuple(e.strip() for e in args.export.split(",") if e.strip()) if args.export else EXPORTS
-    settings = RunSettings(checkpoint=args.checkpoint, device=args.device, body=args.body, smpl_path=args.smpl_path,
-                           focal=args.focal, render=not args.no_render, side_view=args.side_view, exports=exports,
-                           save_vertices=args.save_vertices, force=args.force, progress=not args.quiet,
-                           resample=not args.no_resample, windows=args.windows)
-    summary = run_video(args.video, args.output, settings)
-    print("\n".join(summary.lines()))
+    return RunSettings(checkpoint=args.checkpoint, device=args.device, body=args.body, smpl_path=args.smpl_path,
+                       focal=args.focal, render=not args.no_render, side_view=args.side_view, exports=exports,
+                       save_vertices=args.save_vertices, force=args.force, progress=not args.quiet,
+                       resample=not args.no_resample, windows=args.windows)
+
+
+def _batch(args: argparse.Namespace) -> None:
+    from .batch import find_jobs, run_batch
+
+    if args.workers < 1:
+        raise DiffMeshError(f"--workers must be at least 1, got {args.workers}")
+    jobs = find_jobs(args.inputs, args.list)
+    report = run_batch(jobs, args.output, _run_settings(args), workers=args.workers, progress=not args.quiet)
+    print("\n".join(report.lines()))
+    if report.failed:
+        raise DiffMeshError(f"{len(report.failed)} of {report.total} videos failed (their lines are in "
+                            f"{args.output}/manifest.jsonl); fix them and run the same command again")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -228,6 +246,15 @@ def _add_video_commands(sub) -> None:
     p.add_argument("video", help="any video file FFmpeg reads")
     _run_options(p, default_output=None)
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("batch", help="many videos (files, folders, globs, --list) through `run`, one output folder "
+                       "each under -o, resumable, on --workers local processes (docs/batch.md)")
+    p.add_argument("inputs", nargs="*", help="video files, folders (searched recursively) or glob patterns")
+    p.add_argument("--list", default=None, help="a text file naming one input per line (relative to its folder)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1; each gets its share "
+                   "of the cores)")
+    _run_options(p, default_output=None)
+    p.set_defaults(func=_batch)
 
     p = sub.add_parser("demo", help=f"`run` on the bundled sample video ({DEMO_VIDEO.name})")
     _run_options(p, default_output="outputs/demo")

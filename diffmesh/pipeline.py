@@ -74,6 +74,7 @@ class RunSettings:
     progress: bool = True
     resample: bool = True           # run the model at its training rate (windows.TRAINING_FPS), not the video's
     windows: str = DEFAULT_WINDOWS  # windows.WINDOW_MODES: independent | blended | chained
+    keypoint_workers: int | None = None   # MediaPipe processes; None: 2 on 2+ cores for long videos (video/detect.py)
 
 
 @dataclass
@@ -127,9 +128,11 @@ class Motion:
 
 # ---------------------------------------------------------------- 1. keypoints and presence
 
-def find_person(video: str | Path, info: VideoInfo, progress: bool) -> tuple[PoseTrack, np.ndarray, Presence]:
-    """MediaPipe on every frame, then presence: the track, the frames' timestamps (T,) and where a person is."""
-    track, times = detect_keypoints(video, info, progress)
+def find_person(video: str | Path, info: VideoInfo, progress: bool, workers: int | None = None
+                ) -> tuple[PoseTrack, np.ndarray, Presence]:
+    """MediaPipe on every frame (`workers` processes, as `detect_keypoints` chooses when None), then presence: the
+    track, the frames' timestamps (T,) and where a person is."""
+    track, times = detect_keypoints(video, info, progress, workers)
     if len(times) == 0:
         raise DiffMeshError(f"{video} has no decodable frames; check the file with another player")
     return track, times, decide_presence(track, info.fps, info.height)
@@ -447,7 +450,7 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
             body = load_body(settings.body, settings.smpl_path)
             model, model_body, checkpoint, rate = load_run_model(settings, body)
         with clock("decode+keypoints"):
-            track, times, presence = find_person(video, info, settings.progress)
+            track, times, presence = find_person(video, info, settings.progress, settings.keypoint_workers)
         if not presence.valid.any():
             raise DiffMeshError(f"no person found in {video} (MediaPipe found no plausible body in any of "
                                 f"{len(times)} frames); use a video in which one whole person is in view")

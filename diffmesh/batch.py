@@ -1,0 +1,213 @@
+"""`diffmesh batch`: many videos through `diffmesh run` (pipeline.run_video), one output folder each, on a pool of
+local worker processes; resumable, and no video can lose or overwrite another's output (docs/batch.md).
+
+1. `find_jobs`: the inputs (files, folders searched recursively for video files, globs, a list file) become
+   jobs, each with an output folder named from the video's path relative to the inputs' common root, so two
+   videos never share one (`clip.mp4` and `clip.mov` side by side get `clip_mp4` and `clip_mov`).
+2. `Manifest` (OUT/manifest.jsonl): one JSON line per video (status, seconds, fps, frames with a body, the
+   error line), rewritten atomically whenever a video finishes. A rerun of the same command skips the videos
+   whose output folder is complete (outputs appear whole or not at all: `outdir.staged_outdir`) and redoes
+   the others.
+3. `run_batch`: the jobs on `workers` processes (spawned, each with its share of the cores for torch and one
+   MediaPipe process, so N workers do not oversubscribe the machine); a failing video is recorded and the others
+   go on.
+"""
+
+import glob
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .errors import DiffMeshError
+from .pipeline import RunSettings
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+MANIFEST_NAME = "manifest.jsonl"
+MANIFEST_KIND = "diffmesh-batch"
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Job:
+    video: str          # absolute path
+    name: str           # output folder, relative to OUT (POSIX separators)
+
+
+# ---------------------------------------------------------------- 1. inputs -> jobs
+
+def _expand(item: str) -> list[tuple[Path, Path]]:
+    """(video, root) pairs of one input: a file (its root is its folder), a folder (its video files, recursively),
+    or a glob pattern (its matches, each as a file)."""
+    path = Path(item)
+    if path.is_dir():
+        videos = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        return [(v.resolve(), path.resolve()) for v in videos]
+    if path.is_file():
+        return [(path.resolve(), path.resolve().parent)]
+    if glob.has_magic(item):
+        matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+        return [pair for m in matches for pair in _expand(str(m))]
+    raise DiffMeshError(f"input {item} is neither a file, a folder nor a pattern that matches anything; check the path")
+
+
+def _list_file(path: str) -> list[str]:
+    """The inputs named in a list file: one per line, relative to the file's folder; '#' starts a comment."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DiffMeshError(f"cannot read the list file {path} ({e}); pass a text file with one video per line") from None
+    base = Path(path).resolve().parent
+    return [str(base / line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def find_jobs(inputs: list[str], list_file: str | None = None) -> list[Job]:
+    """Every video of the inputs once (module docstring, step 1)."""
+    pairs = [pair for item in list(inputs) + (_list_file(list_file) if list_file else []) for pair in _expand(item)]
+    videos = list(dict.fromkeys(v for v, _ in pairs))                # each video once, in input order
+    if not videos:
+        raise DiffMeshError("no video files in the inputs (looked for " + ", ".join(VIDEO_SUFFIXES) + "); pass "
+                            "video files, folders that hold some, or a --list file")
+    root = Path(os.path.commonpath([str(r) for _, r in pairs]))
+    rel = [v.relative_to(root) for v in videos]
+    stems = [r.with_suffix("").as_posix() for r in rel]
+    clash = {s for s in stems if stems.count(s) > 1}
+    names = [(r.parent / f"{r.stem}_{r.suffix[1:].lower()}").as_posix() if s in clash else s
+             for r, s in zip(rel, stems)]
+    return [Job(str(v), n) for v, n in zip(videos, names)]
+
+
+# ---------------------------------------------------------------- 2. the manifest
+
+class Manifest:
+    """OUT/manifest.jsonl: a header line, then the latest record of each video (module docstring, step 2)."""
+
+    def __init__(self, out: Path):
+        self.path = out / MANIFEST_NAME
+        self.records: dict[str, dict] = {}
+        if self.path.exists():
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DiffMeshError(f"{self.path} is not a diffmesh batch manifest ({type(e).__name__}); choose another "
+                                "-o or move the file away") from None
+        head = lines[0] if lines else {}
+        if not isinstance(head, dict) or head.get("manifest") != MANIFEST_KIND:
+            raise DiffMeshError(f"{self.path} is not a diffmesh batch manifest; choose another -o or move it away")
+        if head.get("version") != MANIFEST_VERSION:
+            raise DiffMeshError(f"{self.path} was written by another version of diffmesh batch (manifest version "
+                                f"{head.get('version')}, this one writes {MANIFEST_VERSION}); use another -o")
+        self.records = {r["video"]: r for r in lines[1:] if isinstance(r, dict) and "video" in r}
+
+    def record(self, entry: dict) -> None:
+        """Store one video's record and rewrite the file atomically (a temporary file, then a rename)."""
+        self.records[entry["video"]] = entry
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        head = {"manifest": MANIFEST_KIND, "version": MANIFEST_VERSION}
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in [head, *self.records.values()]))
+        os.replace(tmp, self.path)
+
+
+def is_finished(job: Job, out: Path, manifest: Manifest) -> bool:
+    """A video is finished when its output folder exists (it appears only whole) and the manifest does not say
+    it failed since; a folder without a record (the batch was killed between the two) counts as finished."""
+    folder = out / job.name
+    return folder.is_dir() and manifest.records.get(job.video, {}).get("status", "done") == "done"
+
+
+# ---------------------------------------------------------------- 3. the pool
+
+def worker_shares(workers: int, cores: int | None = None) -> tuple[int, int]:
+    """(torch threads, MediaPipe processes) for each of `workers` processes on `cores` cores."""
+    cores = cores or os.cpu_count() or 1
+    share = max(1, cores // max(workers, 1))
+    return share, min(2, share)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_one(job: Job, out: str, settings: RunSettings) -> dict:
+    """One video in a worker: its record for the manifest (errors become the record's one line)."""
+    from .pipeline import run_video
+
+    t0 = time.perf_counter()
+    entry = {"video": job.video, "output": job.name}
+    try:
+        summary = run_video(job.video, Path(out) / job.name, settings)
+    except DiffMeshError as e:
+        return {**entry, "status": "failed", "seconds": time.perf_counter() - t0, "error": str(e)}
+    except Exception as e:                           # a bug, but one video's: record it and let the rest go on
+        return {**entry, "status": "failed", "seconds": time.perf_counter() - t0,
+                "error": f"internal error: {type(e).__name__}: {str(e)[:200]}"}
+    seconds = time.perf_counter() - t0
+    return {**entry, "status": "done", "seconds": seconds, "fps": summary.frames / max(seconds, 1e-9),
+            "frames": summary.frames, "frames_with_body": summary.valid_frames, "error": None}
+
+
+def _prepare_root(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".diffmesh-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise DiffMeshError(f"cannot write to {out} ({e.strerror}); choose a writable -o") from None
+
+
+@dataclass
+class BatchReport:
+    total: int
+    done: int
+    skipped: int
+    failed: list[dict]
+    seconds: float
+
+    def lines(self) -> list[str]:
+        out = [f"{self.total} videos: {self.done} done now, {self.skipped} already done, {len(self.failed)} failed "
+               f"({self.seconds:.0f} s)"]
+        out += [f"  failed: {r['video']}: {r['error']}" for r in self.failed]
+        return out
+
+
+def run_batch(jobs: list[Job], out: str | Path, settings: RunSettings, workers: int = 1, progress: bool = True
+              ) -> BatchReport:
+    """Every unfinished job (every job with `settings.force`, replacing its folder) on `workers` processes; the
+    manifest kept current."""
+    out = Path(out)
+    _prepare_root(out)
+    manifest = Manifest(out)
+    todo = [j for j in jobs if settings.force or not is_finished(j, out, manifest)]
+    threads, keypoint_workers = worker_shares(workers)
+    settings = replace(settings, progress=False, keypoint_workers=keypoint_workers)
+    t0, failed = time.perf_counter(), []
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
+    with tqdm(total=len(todo), unit="video", desc="batch", disable=not progress) as bar, \
+            ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=_init_worker,
+                                initargs=(threads,)) as pool:
+        pending = {pool.submit(_run_one, job, str(out), settings): job for job in todo}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = pending.pop(future)
+                try:
+                    entry = future.result()
+                except Exception as e:                # the worker process died (killed, out of memory)
+                    entry = {"video": job.video, "output": job.name, "status": "failed", "seconds": None,
+                             "error": f"the worker running it died ({type(e).__name__}); run the batch again"}
+                manifest.record(entry)
+                if entry["status"] != "done":
+                    failed.append(entry)
+                bar.update(1)
+    return BatchReport(len(jobs), len(todo) - len(failed), len(jobs) - len(todo), failed, time.perf_counter() - t0)

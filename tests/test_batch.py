@@ -1,0 +1,96 @@
+"""`diffmesh batch` on real short clips: one folder per video named from its path, a manifest, a failing video that
+does not stop the others, and a rerun that skips what is finished (`diffmesh/batch.py`)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from diffmesh.batch import MANIFEST_NAME, find_jobs, worker_shares
+from diffmesh.cli import main
+from diffmesh.errors import DiffMeshError
+from test_run import WALK, cut, need
+
+
+def _manifest(out):
+    lines = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
+    return lines[0], {r["output"]: r for r in lines[1:]}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Two folders holding a clip of the same name, a second format beside one, and a text file named .mp4."""
+    root = tmp_path_factory.mktemp("videos")
+    (root / "a").mkdir()
+    (root / "b" / "deep").mkdir(parents=True)
+    cut(need(WALK), root / "a" / "clip.mp4", range(90, 106))
+    cut(need(WALK), root / "b" / "deep" / "clip.mp4", range(120, 136))
+    (root / "a" / "clip.mov").write_bytes((root / "a" / "clip.mp4").read_bytes())
+    (root / "b" / "broken.mp4").write_text("not a video")
+    (root / "b" / "notes.txt").write_text("not a video, not picked")
+    return root
+
+
+def test_outputs_are_named_from_the_path_so_no_two_videos_collide(inputs, tmp_path):
+    names = {j.name for j in find_jobs([str(inputs)])}
+    assert names == {"a/clip_mp4", "a/clip_mov", "b/deep/clip", "b/broken"}
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"# two of them\n{inputs / 'a' / 'clip.mp4'}\n\n{inputs / 'b'}\n")
+    assert {j.name for j in find_jobs([], str(listed))} == {"a/clip", "b/deep/clip", "b/broken"}
+    assert [j.name for j in find_jobs([str(inputs / "b" / "**" / "*.mp4")])] == ["broken", "deep/clip"]
+    with pytest.raises(DiffMeshError, match="no video files"):
+        find_jobs([str(tmp_path)])
+    with pytest.raises(DiffMeshError, match="neither a file"):
+        find_jobs([str(tmp_path / "nowhere")])
+
+
+def test_worker_shares_never_oversubscribe_the_cores():
+    assert worker_shares(1, 2) == (2, 2) and worker_shares(2, 2) == (1, 1) and worker_shares(4, 2) == (1, 1)
+    assert worker_shares(2, 16) == (8, 2)
+
+
+def test_batch_runs_every_video_records_failures_and_resumes(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["-o", str(out), "--no-render", "--export", "npz", "--quiet"]
+    assert main(["batch", str(inputs), "--workers", "2", *common]) == 2
+    err = capsys.readouterr()
+    assert "1 of 4 videos failed" in err.err and len(err.err.strip().splitlines()) == 1
+    head, records = _manifest(out)
+    assert head["manifest"] == "diffmesh-batch" and set(records) == {"a/clip_mp4", "a/clip_mov", "b/deep/clip",
+                                                                    "b/broken"}
+    assert records["b/broken"]["status"] == "failed" and records["b/broken"]["error"]
+    for name in ("a/clip_mp4", "a/clip_mov", "b/deep/clip"):
+        r = records[name]
+        assert r["status"] == "done" and r["frames"] == 16 and r["frames_with_body"] > 8 and r["fps"] > 0
+        assert sorted(p.name for p in (out / name).iterdir()) == ["result.npz"]
+    assert not (out / "b" / "broken").exists()
+    # the same video through `run` gives the same result (deterministic with the seed)
+    single = tmp_path / "single"
+    assert main(["run", str(inputs / "a" / "clip.mp4"), "-o", str(single), "--no-render", "--export", "npz",
+                 "--quiet"]) == 0
+    a, b = np.load(out / "a" / "clip_mp4" / "result.npz"), np.load(single / "result.npz")
+    np.testing.assert_allclose(a["joints3d"], b["joints3d"], atol=1e-4)
+    # a rerun skips the three finished videos, keeps their files and tries the broken one again
+    stamp = (out / "a" / "clip_mp4" / "result.npz").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["batch", str(inputs), *common]) == 2
+    assert "3 already done" in capsys.readouterr().out
+    assert (out / "a" / "clip_mp4" / "result.npz").stat().st_mtime_ns == stamp
+
+
+def test_batch_bad_inputs_are_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["batch", str(tmp_path / "empty"), "-o", str(tmp_path / "o")]) == 2
+    assert "no video files" in capsys.readouterr().err
+    clip = cut(need(WALK), tmp_path / "c.mp4", range(90, 106))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["batch", str(clip), "-o", str(blocker / "out")]) == 2
+    assert "choose a writable -o" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / MANIFEST_NAME).write_text(json.dumps({"manifest": "diffmesh-batch", "version": 99}) + "\n")
+    assert main(["batch", str(clip), "-o", str(other)]) == 2
+    assert "another version" in capsys.readouterr().err
+    assert main(["batch", str(clip), "-o", str(tmp_path / "o2"), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
