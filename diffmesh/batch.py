@@ -10,7 +10,9 @@ local worker processes; resumable, and no video can lose or overwrite another's 
    the others.
 3. `run_batch`: the jobs on `workers` processes (spawned, each with its share of the cores for torch and one
    MediaPipe process, so N workers do not oversubscribe the machine); a failing video is recorded and the others
-   go on.
+   go on. `run_batch_ray`: the same jobs as Ray tasks on a cluster (one task per video with its CPU request,
+   retried when its node is lost); the driver writes the manifest, the tasks write their folders under OUT,
+   which every node must see at the same path.
 """
 
 import glob
@@ -178,36 +180,118 @@ class BatchReport:
         return out
 
 
+class _Progress:
+    """The driver's side of a batch: which jobs to run, the manifest, the progress bar and the failures."""
+
+    def __init__(self, jobs: list[Job], out: Path, force: bool, progress: bool):
+        from tqdm import tqdm
+
+        _prepare_root(out)
+        self.jobs, self.manifest = jobs, Manifest(out)
+        self.todo = [j for j in jobs if force or not is_finished(j, out, self.manifest)]
+        self.failed: list[dict] = []
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=len(self.todo), unit="video", desc="batch", disable=not progress)
+
+    def finished(self, job: Job, entry: dict | None, error: BaseException | None = None) -> None:
+        if entry is None:                            # the worker or task died (killed, out of memory, node lost)
+            entry = {"video": job.video, "output": job.name, "status": "failed", "seconds": None,
+                     "error": f"the worker running it died ({type(error).__name__}); run the batch again"}
+        self.manifest.record(entry)
+        if entry["status"] != "done":
+            self.failed.append(entry)
+        self.bar.update(1)
+
+    def report(self) -> BatchReport:
+        self.bar.close()
+        return BatchReport(len(self.jobs), len(self.todo) - len(self.failed), len(self.jobs) - len(self.todo),
+                           self.failed, time.perf_counter() - self.t0)
+
+
 def run_batch(jobs: list[Job], out: str | Path, settings: RunSettings, workers: int = 1, progress: bool = True
               ) -> BatchReport:
     """Every unfinished job (every job with `settings.force`, replacing its folder) on `workers` processes; the
     manifest kept current."""
-    out = Path(out)
-    _prepare_root(out)
-    manifest = Manifest(out)
-    todo = [j for j in jobs if settings.force or not is_finished(j, out, manifest)]
-    threads, keypoint_workers = worker_shares(workers)
-    settings = replace(settings, progress=False, keypoint_workers=keypoint_workers)
-    t0, failed = time.perf_counter(), []
     from multiprocessing import get_context
 
-    from tqdm import tqdm
-
-    with tqdm(total=len(todo), unit="video", desc="batch", disable=not progress) as bar, \
-            ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=_init_worker,
-                                initargs=(threads,)) as pool:
-        pending = {pool.submit(_run_one, job, str(out), settings): job for job in todo}
+    state = _Progress(jobs, Path(out), settings.force, progress)
+    threads, keypoint_workers = worker_shares(workers)
+    settings = replace(settings, progress=False, keypoint_workers=keypoint_workers)
+    with ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        pending = {pool.submit(_run_one, job, str(out), settings): job for job in state.todo}
         while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
                 job = pending.pop(future)
                 try:
-                    entry = future.result()
-                except Exception as e:                # the worker process died (killed, out of memory)
-                    entry = {"video": job.video, "output": job.name, "status": "failed", "seconds": None,
-                             "error": f"the worker running it died ({type(e).__name__}); run the batch again"}
-                manifest.record(entry)
-                if entry["status"] != "done":
-                    failed.append(entry)
-                bar.update(1)
-    return BatchReport(len(jobs), len(todo) - len(failed), len(jobs) - len(todo), failed, time.perf_counter() - t0)
+                    state.finished(job, future.result())
+                except Exception as e:
+                    state.finished(job, None, e)
+    return state.report()
+
+
+RAY_TASK_RETRIES = 3      # a task lost with its node (or its worker process) is run again, up to this many times
+
+
+def _ray_task(job: Job, out: str, settings: RunSettings, threads: int) -> dict:
+    _init_worker(threads)
+    return _run_one(job, out, settings)
+
+
+def run_batch_ray(jobs: list[Job], out: str | Path, settings: RunSettings, address: str | None,
+                  cpus_per_video: int = 1, progress: bool = True) -> BatchReport:
+    """The jobs as Ray tasks (module docstring): `ray.init(address)` (None: a Ray instance on this machine),
+    `cpus_per_video` CPUs requested by each task, outputs written by the tasks under `out`."""
+    try:
+        import ray
+    except ImportError:
+        raise DiffMeshError("--ray needs the ray package: pip install 'ray>=2.9'") from None
+    out = Path(out).resolve()
+    state = _Progress(jobs, out, settings.force, progress)
+    _connect_ray(ray, address)
+    try:
+        threads = max(1, cpus_per_video)
+        settings = replace(settings, progress=False, keypoint_workers=min(2, threads))
+        task = ray.remote(num_cpus=cpus_per_video, max_retries=RAY_TASK_RETRIES)(_ray_task)
+        pending = {task.remote(job, str(out), settings, threads): job for job in state.todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                job = pending.pop(ref)
+                try:
+                    state.finished(job, ray.get(ref))
+                except Exception as e:               # lost for good after the retries
+                    state.finished(job, None, e)
+    finally:
+        ray.shutdown()
+    return state.report()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise DiffMeshError(f"--ray {address}: give the head's address as HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise DiffMeshError(f"the Ray cluster at {address} does not answer ({e.strerror or type(e).__name__}); start "
+                            "it with `ray start --head` there, or check the address and port") from None
+
+
+def _connect_ray(ray, address: str | None) -> None:
+    """ray.init with one clear line when the cluster does not answer. A HOST:PORT address is tried with a plain
+    TCP connection first (5 s): Ray itself retries an unreachable head for minutes."""
+    if address and address != "auto":
+        _check_reachable(address)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+        raise DiffMeshError(f"cannot reach the Ray cluster at {address or 'this machine'} "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); start it with "
+                            "`ray start --head` or pass the head's address as --ray HOST:PORT") from None

@@ -41,12 +41,17 @@ def _run_settings(args: argparse.Namespace):
 
 
 def _batch(args: argparse.Namespace) -> None:
-    from .batch import find_jobs, run_batch
+    from .batch import find_jobs, run_batch, run_batch_ray
 
-    if args.workers < 1:
-        raise DiffMeshError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers < 1 or args.cpus_per_video < 1:
+        raise DiffMeshError(f"--workers and --cpus-per-video must be at least 1, got {args.workers} and "
+                            f"{args.cpus_per_video}")
     jobs = find_jobs(args.inputs, args.list)
-    report = run_batch(jobs, args.output, _run_settings(args), workers=args.workers, progress=not args.quiet)
+    if args.ray is None:
+        report = run_batch(jobs, args.output, _run_settings(args), workers=args.workers, progress=not args.quiet)
+    else:
+        report = run_batch_ray(jobs, args.output, _run_settings(args), args.ray or None,
+                               cpus_per_video=args.cpus_per_video, progress=not args.quiet)
     print("\n".join(report.lines()))
     if report.failed:
         raise DiffMeshError(f"{len(report.failed)} of {report.total} videos failed (their lines are in "
@@ -253,6 +258,11 @@ def _add_video_commands(sub) -> None:
     p.add_argument("--list", default=None, help="a text file naming one input per line (relative to its folder)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1; each gets its share "
                    "of the cores)")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS", help="run the videos as Ray "
+                   "tasks instead: on the cluster at ADDRESS (HOST:PORT, or 'auto'), or on a Ray instance started "
+                   "on this machine when no address is given; -o must be a folder every node sees")
+    p.add_argument("--cpus-per-video", type=int, default=1, help="--ray: CPUs each video's task asks for "
+                   "(default 1)")
     _run_options(p, default_output=None)
     p.set_defaults(func=_batch)
 

@@ -94,3 +94,70 @@ def test_batch_bad_inputs_are_one_line(tmp_path, capsys):
     assert "another version" in capsys.readouterr().err
     assert main(["batch", str(clip), "-o", str(tmp_path / "o2"), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head on this machine (127.0.0.1, 2 CPUs) in its own temporary folder; afterwards only its own
+    processes are stopped (those whose command line names that folder), not any other Ray on the machine."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    pytest.importorskip("ray")
+    temp = tempfile.mkdtemp(prefix="dmray", dir="/tmp")          # short: Ray's socket paths live under it
+    port = _free_port()
+    ray = Path(sys.executable).with_name("ray")
+    subprocess.run([str(ray), "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--port",
+                    str(port), "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                   check=True, capture_output=True, env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"), timeout=180)
+    yield f"127.0.0.1:{port}"
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and temp.encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            pass
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_batch_on_a_local_ray_instance(ray_head, tmp_path, capsys):
+    """`--ray HOST:PORT`: the same jobs as Ray tasks; the same folders and manifest as the local pool, and the
+    results equal `diffmesh run`'s."""
+    videos = tmp_path / "v"
+    videos.mkdir()
+    cut(need(WALK), videos / "a.mp4", range(90, 106))
+    cut(need(WALK), videos / "b.mp4", range(120, 136))
+    out = tmp_path / "out"
+    assert main(["batch", str(videos), "-o", str(out), "--ray", ray_head, "--no-render", "--export", "npz",
+                 "--quiet"]) == 0
+    assert "2 done now" in capsys.readouterr().out
+    _, records = _manifest(out)
+    assert {n: r["status"] for n, r in records.items()} == {"a": "done", "b": "done"}
+    single = tmp_path / "single"
+    assert main(["run", str(videos / "b.mp4"), "-o", str(single), "--no-render", "--export", "npz", "--quiet"]) == 0
+    np.testing.assert_allclose(np.load(out / "b" / "result.npz")["joints3d"], np.load(single / "result.npz")["joints3d"],
+                               atol=1e-4)
+    assert main(["batch", str(videos), "-o", str(out), "--ray", ray_head, "--quiet"]) == 0   # resumed: nothing to do
+    assert "2 already done" in capsys.readouterr().out
+
+
+def test_a_ray_address_that_does_not_answer_is_one_line(tmp_path, capsys):
+    pytest.importorskip("ray")
+    clip = cut(need(WALK), tmp_path / "c.mp4", range(90, 106))
+    assert main(["batch", str(clip), "-o", str(tmp_path / "o"), "--ray", f"127.0.0.1:{_free_port()}"]) == 2
+    assert "does not answer" in capsys.readouterr().err
+    assert main(["batch", str(clip), "-o", str(tmp_path / "o"), "--ray", "nonsense"]) == 2
+    assert "HOST:PORT" in capsys.readouterr().err
