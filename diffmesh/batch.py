@@ -132,8 +132,18 @@ def worker_shares(workers: int, cores: int | None = None) -> tuple[int, int]:
 
 
 def _init_worker(threads: int) -> None:
+    """A worker process: its share of the cores, and SIGTERM turned into `Terminated` as in the command, so that
+    a cancelled batch's running videos clean up after themselves (staging folder, keypoint worker)."""
+    import signal
+
     import torch
 
+    from .errors import Terminated
+
+    def terminated(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminated)
     torch.set_num_threads(threads)
 
 
@@ -217,8 +227,9 @@ def run_batch(jobs: list[Job], out: str | Path, settings: RunSettings, workers: 
     state = _Progress(jobs, Path(out), settings.force, progress)
     threads, keypoint_workers = worker_shares(workers)
     settings = replace(settings, progress=False, keypoint_workers=keypoint_workers)
-    with ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+    pool = ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn"), initializer=_init_worker,
+                               initargs=(threads,))
+    try:
         pending = {pool.submit(_run_one, job, str(out), settings): job for job in state.todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -228,7 +239,23 @@ def run_batch(jobs: list[Job], out: str | Path, settings: RunSettings, workers: 
                     state.finished(job, future.result())
                 except Exception as e:
                     state.finished(job, None, e)
+    except BaseException:                            # Ctrl-C, SIGTERM: the running videos clean up and stop
+        _stop_workers(pool)
+        raise
+    pool.shutdown()
     return state.report()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM to every worker (each removes its video's staging folder), then wait for them; queued videos are
+    dropped. The manifest keeps what finished before."""
+    processes = list(getattr(pool, "_processes", {}).values())     # the executor exposes no public handle
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(timeout=30)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 RAY_TASK_RETRIES = 3      # a task lost with its node (or its worker process) is run again, up to this many times

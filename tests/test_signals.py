@@ -89,3 +89,33 @@ def test_sigterm_during_a_stage_leaves_nothing(tmp_path, stage):
     assert not [p for p in children if _alive(p)]        # the worker is gone too
     assert sorted(p.name for p in work.iterdir()) == []  # no OUTDIR, no staging folder, no lock file
     assert [p.name for p in tmp.iterdir() if p.name.startswith("diffmesh")] == []   # no keypoint worker folder
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_to_a_batch_stops_its_workers_and_leaves_no_staging(tmp_path):
+    videos, out = tmp_path / "videos", tmp_path / "out"
+    videos.mkdir()
+    for name in ("a", "b", "c"):
+        (videos / f"{name}.mp4").write_bytes(need(WALK).read_bytes())
+    proc = subprocess.Popen([sys.executable, "-m", "diffmesh.cli", "batch", str(videos), "-o", str(out), "--workers",
+                             "2", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = _Stderr(proc)
+    try:
+        end = time.monotonic() + 300
+        while time.monotonic() < end and not (out.is_dir() and any(p.name.startswith(".") and p.is_dir()
+                                                                    for p in out.iterdir())):
+            time.sleep(0.1)
+        children = _descendants(proc.pid)
+        assert len(children) >= 2, "two workers should be running"
+        before = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        err.join()
+    assert "diffmesh: terminated (SIGTERM)" in err.text
+    time.sleep(0.5)
+    assert not [p for p in children if _alive(p)]                  # workers and their keypoint workers are gone
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []    # no staging folder, no lock
+    assert {p.name for p in out.iterdir()} <= before | {"manifest.jsonl"}   # cancelled: no video finished after
