@@ -182,6 +182,7 @@ class BatchReport:
     skipped: int
     failed: list[dict]
     seconds: float
+    startup_s: float = 0.0     # --ray: connecting to (or starting) the Ray instance, not in `seconds`
 
     def lines(self) -> list[str]:
         out = [f"{self.total} videos: {self.done} done now, {self.skipped} already done, {len(self.failed)} failed "
@@ -212,10 +213,10 @@ class _Progress:
             self.failed.append(entry)
         self.bar.update(1)
 
-    def report(self) -> BatchReport:
+    def report(self, startup_s: float = 0.0) -> BatchReport:
         self.bar.close()
         return BatchReport(len(self.jobs), len(self.todo) - len(self.failed), len(self.jobs) - len(self.todo),
-                           self.failed, time.perf_counter() - self.t0)
+                           self.failed, time.perf_counter() - self.t0, startup_s)
 
 
 def run_batch(jobs: list[Job], out: str | Path, settings: RunSettings, workers: int = 1, progress: bool = True
@@ -277,6 +278,8 @@ def run_batch_ray(jobs: list[Job], out: str | Path, settings: RunSettings, addre
     out = Path(out).resolve()
     state = _Progress(jobs, out, settings.force, progress)
     _connect_ray(ray, address)
+    startup_s = time.perf_counter() - state.t0
+    state.t0 = time.perf_counter()
     try:
         threads = max(1, cpus_per_video)
         settings = replace(settings, progress=False, keypoint_workers=min(2, threads))
@@ -292,7 +295,7 @@ def run_batch_ray(jobs: list[Job], out: str | Path, settings: RunSettings, addre
                     state.finished(job, None, e)
     finally:
         ray.shutdown()
-    return state.report()
+    return state.report(startup_s)
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -450,7 +450,8 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="time DiffMesh against its baselines (Table 4), peer video heads (Table 9) and "
                        "the pipeline (per stage, growing videos) on this machine; one JSON object per line")
     p.add_argument("--settings", default="table4,table9,video,growth",
-                   help="comma-separated subset of table4,table9,video,growth (default: all)")
+                   help="comma-separated subset of table4,table9,video,growth,batch (default: all but batch, which "
+                   "runs `diffmesh batch` on eight clips with 1 and 2 workers and on a local Ray instance)")
     p.add_argument("--quick", action="store_true", help="a small version of every setting (under a minute)")
     p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--repeats", type=int, default=None, help="timed rounds of every setting (default per setting: "

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from diffmesh.bench import SETTINGS, Recorder, adapter_replaced, baseline1_sequential, linear_fit, paired_ratio
+from diffmesh.bench import DEFAULT_SETTINGS, SETTINGS, Recorder, adapter_replaced, baseline1_sequential, linear_fit, paired_ratio
 from diffmesh.cli import main
 
 COMMON = {"schema": str, "run_id": str, "hardware": dict, "torch": str, "device": str, "quick": bool, "setting": str,
@@ -71,7 +71,7 @@ def test_quick_bench_writes_one_valid_json_object_per_line(quick_run):
                 assert {"intercept", "slope", "r2", "max_rel_dev"} <= set(fit)
             assert isinstance(line["time_fit"]["slope_ms_per_frame"], NUMBER)
     timed = {ln["setting"] for ln in lines if ln["kind"] == "timing"}
-    assert timed == set(SETTINGS), f"settings without timings: {set(SETTINGS) - timed}"
+    assert timed == set(DEFAULT_SETTINGS), f"settings without timings: {set(DEFAULT_SETTINGS) - timed}"
 
 
 def test_quick_bench_covers_the_compared_methods(quick_run):
@@ -174,3 +174,24 @@ def test_linear_fit_and_paired_ratio():
     assert fit["slope"] == pytest.approx(0.002) and fit["intercept"] == pytest.approx(1.0)
     assert fit["r2"] == pytest.approx(1.0) and fit["max_rel_dev"] < 1e-9
     assert paired_ratio([1.0, 2.0, 30.0], [2.0, 4.0, 6.0]) == pytest.approx(0.5)
+
+
+def test_quick_batch_bench_reports_throughput_memory_and_targets(tmp_path):
+    """`diffmesh bench --settings batch --quick`: the local pool with 1 and 2 workers and a local Ray instance on
+    the same clips, every video done, and the summary's targets (values not asserted: a test cannot time)."""
+    pytest.importorskip("ray")
+    out = tmp_path / "bench.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "diffmesh.cli", "bench", "--settings", "batch", "--quick", "--out",
+                           str(out)], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    runs = {ln["variant"]: ln for ln in lines if ln["kind"] == "throughput"}
+    assert set(runs) == {"pool-1", "pool-2", "ray-local"}
+    for line in runs.values():
+        assert line["failed"] == 0 and line["videos"] == 2 and line["seconds"] > 0 and line["fps"] > 0
+        assert line["peak_worker_mb"] is None or line["peak_worker_mb"] > 50      # a worker holds torch + MediaPipe
+    assert runs["ray-local"]["startup_s"] > 0 and runs["pool-1"]["startup_s"] == 0
+    (summary,) = [ln for ln in lines if ln["kind"] == "summary"]
+    assert {t["name"] for t in summary["targets"]} == {"batch_pool2_vs_pool1", "batch_ray_vs_pool2",
+                                                      "batch_peak_worker_mb"}
+    _check_targets(summary)

@@ -23,10 +23,10 @@ Options, round counts and targets: `options`; the whole run: `run`.
 """
 
 from .measure import Recorder, linear_fit, paired_ratio, round_robin, stats, timing_line
-from .options import SCHEMA, SETTINGS, TARGETS, BenchOptions, check_options, parse_list
+from .options import DEFAULT_SETTINGS, SCHEMA, SETTINGS, TARGETS, BenchOptions, check_options, parse_list
 from .run import run_bench
 from .table4 import adapter_replaced, baseline1_sequential
 
-__all__ = ["SCHEMA", "SETTINGS", "TARGETS", "BenchOptions", "Recorder", "adapter_replaced", "baseline1_sequential",
+__all__ = ["DEFAULT_SETTINGS", "SCHEMA", "SETTINGS", "TARGETS", "BenchOptions", "Recorder", "adapter_replaced", "baseline1_sequential",
            "check_options", "linear_fit", "paired_ratio", "parse_list", "round_robin", "run_bench", "stats",
            "timing_line"]

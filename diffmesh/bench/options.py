@@ -11,7 +11,8 @@ import torch
 from ..errors import DeviceError, DiffMeshError, SettingsError
 
 SCHEMA = "diffmesh-bench/1"
-SETTINGS = ("table4", "table9", "video", "growth")
+SETTINGS = ("table4", "table9", "video", "growth", "batch")
+DEFAULT_SETTINGS = ("table4", "table9", "video", "growth")   # batch on request: it starts a Ray instance
 TABLE4_METHODS = ("diffmesh", "baseline1", "baseline2")
 GROWTH_LENGTHS = (64, 256, 1024, 4096)
 QUICK_GROWTH_LENGTHS = (64, 256)
@@ -39,12 +40,15 @@ TARGETS = {
     "video_fps_render": 20.0,
     "video_model_body_share": 0.05,
     "growth_peak_rss_mb_4096": 2048.0,
+    "batch_pool2_vs_pool1": 1.5,    # eight short clips: 2 local workers' throughput / 1 worker's
+    "batch_ray_vs_pool2": 0.85,     # Ray on a local instance (start-up excluded) within 15 % of the 2-worker pool
+    "batch_peak_worker_mb": 1200.0,
 }
 
 
 @dataclass
 class BenchOptions:
-    settings: tuple[str, ...] = SETTINGS
+    settings: tuple[str, ...] = DEFAULT_SETTINGS
     quick: bool = False
     device: str = "cpu"
     repeats: int | None = None      # None: REPEATS / QUICK_REPEATS per setting

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .batch import bench_batch
 from .growth import bench_growth
 from .measure import Recorder, hardware_info
 from .options import SCHEMA, BenchOptions, check_options
@@ -47,6 +48,8 @@ def _run_settings(opts: BenchOptions, device: torch.device, echo: Callable[[str]
                 bench_table9(opts, device, rec)
             elif setting == "video":
                 bench_video(opts, device, rec, cache)
+            elif setting == "batch":
+                bench_batch(opts, device, rec, Path(tmp))
             else:
                 bench_growth(opts, device, rec, cache)
             print(f"diffmesh bench: {setting} done in {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
