@@ -1,6 +1,7 @@
 """SIGTERM (how schedulers, containers and Ray cancel work) during a real `diffmesh run`: the run ends with one line
 and status 143, and leaves no staging folder, no temporary folder and no child process."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -59,6 +60,20 @@ class _Stderr:
         self._thread.join(timeout=30)
 
 
+@contextlib.contextmanager
+def _running(cmd: list[str], env: dict | None = None):
+    """A `diffmesh` command running in its own process with its stderr read; killed on the way out if a test
+    fails before it ends."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    err = _Stderr(proc)
+    try:
+        yield proc, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        err.join()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("stage", ["keypoints", "render"])
 def test_sigterm_during_a_stage_leaves_nothing(tmp_path, stage):
@@ -67,10 +82,8 @@ def test_sigterm_during_a_stage_leaves_nothing(tmp_path, stage):
     work.mkdir()
     tmp.mkdir()
     out = work / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "diffmesh.cli", "run", str(video), "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, TMPDIR=str(tmp)))
-    err = _Stderr(proc)
-    try:
+    cmd = [sys.executable, "-m", "diffmesh.cli", "run", str(video), "-o", str(out)]
+    with _running(cmd, dict(os.environ, TMPDIR=str(tmp))) as (proc, err):
         assert err.wait_for(f"{stage}:"), err.text[-2000:]
         time.sleep(0.5)                                  # well inside the stage
         children = _descendants(proc.pid)
@@ -79,10 +92,6 @@ def test_sigterm_during_a_stage_leaves_nothing(tmp_path, stage):
         assert any(p.name.startswith(".out.") for p in work.iterdir())     # the staging folder exists now
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        err.join()
     lines = [line for line in err.text.replace("\r", "\n").splitlines() if line.startswith("diffmesh:")]
     assert lines == ["diffmesh: terminated (SIGTERM)"], err.text[-2000:]
     time.sleep(0.2)
@@ -97,10 +106,8 @@ def test_sigterm_to_a_batch_stops_its_workers_and_leaves_no_staging(tmp_path):
     videos.mkdir()
     for name in ("a", "b", "c"):
         (videos / f"{name}.mp4").write_bytes(need(WALK).read_bytes())
-    proc = subprocess.Popen([sys.executable, "-m", "diffmesh.cli", "batch", str(videos), "-o", str(out), "--workers",
-                             "2", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = _Stderr(proc)
-    try:
+    cmd = [sys.executable, "-m", "diffmesh.cli", "batch", str(videos), "-o", str(out), "--workers", "2", "--quiet"]
+    with _running(cmd) as (proc, err):
         end = time.monotonic() + 300
         while time.monotonic() < end and not (out.is_dir() and any(p.name.startswith(".") and p.is_dir()
                                                                     for p in out.iterdir())):
@@ -110,10 +117,6 @@ def test_sigterm_to_a_batch_stops_its_workers_and_leaves_no_staging(tmp_path):
         before = {p.name for p in out.iterdir() if not p.name.startswith(".")}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 128 + signal.SIGTERM
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        err.join()
     assert "diffmesh: terminated (SIGTERM)" in err.text
     time.sleep(0.5)
     assert not [p for p in children if _alive(p)]                  # workers and their keypoint workers are gone
