@@ -125,3 +125,14 @@ def test_eval_video_command_keeps_an_existing_json_and_names_missing_checkpoints
     assert "--force" in capsys.readouterr().err and out.read_text() == "{}"
     assert main(["eval-video", str(tmp_path / "missing.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_two_runs_best_checkpoints_get_two_names():
+    from pathlib import Path
+
+    from diffmesh.evaluation.real_video import checkpoint_labels
+
+    assert checkpoint_labels([Path("runs/a/best.pt"), Path("runs/b/best.pt"), Path("w/x.pt")]) == \
+        ["a/best", "b/best", "x"]
+    with pytest.raises(DiffMeshError, match="same folder and file name"):
+        checkpoint_labels([Path("runs/a/best.pt"), Path("runs/a/best.pt")])

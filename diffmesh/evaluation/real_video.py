@@ -178,9 +178,19 @@ class ViewScores:
                 "people": self.people, "methods": self.methods, "seconds": self.seconds}
 
 
-def run_view(video: Path, checkpoint: Path, workdir: Path, settings: dict) -> Result:
+def checkpoint_labels(checkpoints: list[Path]) -> list[str]:
+    """The name of each checkpoint in a report: its file name without .pt, or `folder/name` where two files share
+    a name (two runs' best.pt), so that no two checkpoints are reported, or run, under one name."""
+    stems = [Path(c).stem for c in checkpoints]
+    labels = [f"{Path(c).parent.name}/{s}" if stems.count(s) > 1 else s for c, s in zip(checkpoints, stems)]
+    if len(set(labels)) < len(labels):
+        raise DiffMeshError("two checkpoints given have the same folder and file name; pass each file once")
+    return labels
+
+
+def run_view(video: Path, checkpoint: Path, workdir: Path, settings: dict, label: str | None = None) -> Result:
     """One view through `diffmesh run` (result.npz only) with one checkpoint."""
-    out = workdir / f"{checkpoint.stem}_{video.stem}"
+    out = workdir / f"{(label or checkpoint.stem).replace('/', '__')}_{video.stem}"
     run_video(video, out, RunSettings(checkpoint=str(checkpoint), render=False, exports=("npz",), progress=False,
                                       force=True, **settings))
     return Result.load(out / "result.npz")
@@ -203,7 +213,8 @@ def score_view(refs: list[Reference], view: int, video: Path, checkpoints: list[
     """One view: every checkpoint's run and MediaPipe's world landmarks, raw and filtered, on the same frames,
     each frame scored against the reference person the run follows there."""
     t0 = time.perf_counter()
-    results = {ck.stem: run_view(video, ck, workdir, settings) for ck in checkpoints}
+    results = {label: run_view(video, ck, workdir, settings, label)
+               for ck, label in zip(checkpoints, checkpoint_labels(checkpoints))}
     first = next(iter(results.values()))
     T = min(first.num_frames, len(refs[0].joints))
     camera = refs[0].camera_models[view]

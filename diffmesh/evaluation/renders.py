@@ -24,8 +24,8 @@ from ..pipeline import RunSettings, body_joints, keypoints_h36m, recover_motion
 from ..video.pose import PoseTrack
 from ..video.presence import decide_presence
 from ..windows import model_rate
-from .real_video import (MEDIAPIPE_FILTERED, MEDIAPIPE_RAW, mediapipe_world_h36m, one_euro, score_sequence,
-                         shipped_checkpoints, weighted_mean)
+from .real_video import (MEDIAPIPE_FILTERED, MEDIAPIPE_RAW, checkpoint_labels, mediapipe_world_h36m, one_euro,
+                         score_sequence, shipped_checkpoints, weighted_mean)
 
 TEST_SUBJECTS = ("13", "35", "55")
 
@@ -64,8 +64,9 @@ def predict_file(model, rate: float, body, data: dict, settings: RunSettings) ->
 
 def load_models(checkpoints: list[Path], body, device: str) -> dict:
     """{name: (model, its frame rate)}; a missing, corrupt or unsuitable checkpoint is one line (before any data)."""
-    return {c.stem: (load_model(c, body, expect={"input": "keypoints"}).to(device),
-                     model_rate(read_checkpoint(c)["config"])) for c in checkpoints}
+    labels = checkpoint_labels(checkpoints)
+    return {label: (load_model(c, body, expect={"input": "keypoints"}).to(device),
+                    model_rate(read_checkpoint(c)["config"])) for c, label in zip(checkpoints, labels)}
 
 
 def score_files(models: dict, body, files: list[dict], settings: RunSettings) -> tuple[dict, int]:
