@@ -134,16 +134,11 @@ def worker_shares(workers: int, cores: int | None = None) -> tuple[int, int]:
 def _init_worker(threads: int) -> None:
     """A worker process: its share of the cores, and SIGTERM turned into `Terminated` as in the command, so that
     a cancelled batch's running videos clean up after themselves (staging folder, keypoint worker)."""
-    import signal
-
     import torch
 
-    from .errors import Terminated
+    from .errors import raise_terminated_on_sigterm
 
-    def terminated(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, terminated)
+    raise_terminated_on_sigterm()
     torch.set_num_threads(threads)
 
 

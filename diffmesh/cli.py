@@ -4,9 +4,8 @@ input (DiffMeshError) print one line and exit with status 2; any other exception
 import argparse
 import signal
 import sys
-import threading
 
-from .errors import DiffMeshError, OutputExistsError, Terminated
+from .errors import DiffMeshError, OutputExistsError, Terminated, raise_terminated_on_sigterm
 from .paths import DEMO_VIDEO
 
 
@@ -481,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. A user-facing problem (DiffMeshError) is one line and exit status 2; anything else is a
     bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
-    previous = _raise_on_sigterm()
+    previous = raise_terminated_on_sigterm()
     try:
         args.func(args)
     except DiffMeshError as e:
@@ -498,17 +497,6 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
     return 0
 
-
-def _raise_on_sigterm():
-    """Turn SIGTERM into `Terminated` in the main thread (module `errors`); returns the handler it replaced, or
-    None off the main thread, where Python cannot install one."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

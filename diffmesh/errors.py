@@ -38,3 +38,18 @@ class Terminated(BaseException):
     """SIGTERM arrived (a scheduler, container or Ray cancelling the job): raised in the main thread by the CLI's
     handler so that every cleanup (staging folder, temporary files, the keypoint worker) runs as for Ctrl-C. A
     BaseException, so `except Exception` never swallows it."""
+
+
+def raise_terminated_on_sigterm():
+    """Make SIGTERM raise `Terminated` in this (main) thread; returns the handler it replaced, or None off the main
+    thread, where Python cannot install one. Used by the command and by `diffmesh batch`'s worker processes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
