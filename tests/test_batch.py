@@ -105,9 +105,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def ray_head():
+def ray_head(monkeypatch):
     """A Ray head on this machine (127.0.0.1, 2 CPUs) in its own temporary folder; afterwards only its own
-    processes are stopped (those whose command line names that folder), not any other Ray on the machine."""
+    processes are stopped (those whose command line names that folder), not any other Ray on the machine. Token
+    authentication is off for the head and this test's driver alike: Ray turns it on whenever a token from an
+    earlier local instance lies in ~/.ray, and a head and a driver that disagree on it cannot talk."""
     import os
     import shutil
     import signal
@@ -117,6 +119,7 @@ def ray_head():
     from pathlib import Path
 
     pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     temp = tempfile.mkdtemp(prefix="dmray", dir="/tmp")          # short: Ray's socket paths live under it
     port = _free_port()
     ray = Path(sys.executable).with_name("ray")
