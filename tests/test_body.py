@@ -191,3 +191,24 @@ def test_restricted_unpickler_loads_arrays_and_sparse(tmp_path):
     np.testing.assert_array_equal(back["a"], obj["a"])
     np.testing.assert_array_equal(back["s"].toarray(), np.eye(3))
     assert back["l"] == [1, (2, "x")]
+
+
+def test_a_body_first_used_under_inference_mode_still_trains():
+    """In a fresh process: the first AnnyBody made and run inside `torch.inference_mode` (as `diffmesh run`'s model
+    stages do) must not leave inference tensors in the shared Anny model or roma's cache, or a later fit or
+    training step in the same process fails."""
+    import subprocess
+    import sys
+
+    code = ("import torch\n"
+            "from diffmesh.body.anny_body import AnnyBody\n"
+            "eye = lambda b: torch.eye(3).expand(2, b.num_bones, 3, 3).clone()\n"
+            "with torch.inference_mode():\n"
+            "    b = AnnyBody()\n"
+            "    b(eye(b), torch.zeros(2, b.num_shape), with_vertices=True)\n"
+            "b = AnnyBody()\n"
+            "shape = torch.zeros(2, b.num_shape, requires_grad=True)\n"
+            "b(eye(b), shape, with_vertices=True).joints.sum().backward()\n"
+            "assert shape.grad.abs().sum() > 0\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]

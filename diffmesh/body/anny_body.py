@@ -11,6 +11,7 @@ Anny's first construction on a machine writes a ~790 MB cache to `~/.cache/anny`
 
 from functools import lru_cache
 
+import roma
 import torch
 import warp
 from torch import Tensor
@@ -42,12 +43,18 @@ ANNY_H36M_BONES = (
 
 @lru_cache(maxsize=4)
 def _load_anny(topology: str) -> anny.Anny:
-    # One construction per process: the model is read-only for us, so every AnnyBody shares it.
-    with native_stderr_silenced():          # warp's missing-CUDA notice on CPU machines
-        model = anny.Anny(topology=topology).to(torch.float32)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    # One construction per process: the model is read-only for us, so every AnnyBody shares it. It is built
+    # outside `torch.inference_mode` even when the first caller is inside it, and so is the constant that roma
+    # (which Anny calls for its rest bone frames) caches per device on first use: an inference tensor kept in
+    # either would make every later autograd use of the body in the process fail ("Inference tensors cannot be
+    # saved for backward"), e.g. a fit or a training step after a `diffmesh run` in one process.
+    with torch.inference_mode(False), torch.no_grad():
+        with native_stderr_silenced():          # warp's missing-CUDA notice on CPU machines
+            model = anny.Anny(topology=topology).to(torch.float32)
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        roma.special_procrustes(torch.eye(3).expand(1, 3, 3).clone())
     return model
 
 
