@@ -207,14 +207,16 @@ def _bench(args: argparse.Namespace) -> None:
 DEVICES = ("cpu", "cuda")
 
 
-def _run_options(p: argparse.ArgumentParser, default_output: str | None) -> None:
+def _run_options(p: argparse.ArgumentParser, default_output: str | None, batch: bool = False) -> None:
     from .body import BODY_NAMES
     from .windows import DEFAULT_WINDOWS, WINDOW_MODES
 
     p.add_argument("-o", "--output", required=default_output is None, default=default_output,
-                   help="output folder (refused if it exists, unless --force)"
+                   help=("root of the output folders, one per video, and of manifest.jsonl (may exist: a rerun "
+                         "resumes)") if batch else "output folder (refused if it exists, unless --force)"
                    + (f"; default {default_output}" if default_output else ""))
-    p.add_argument("--force", action="store_true", help="replace the output folder if it exists")
+    p.add_argument("--force", action="store_true", help="run every video again, replacing its folder" if batch
+                   else "replace the output folder if it exists")
     p.add_argument("--checkpoint", default=None, help="model weights (default: the shipped DiffMesh tiny/Anny model)")
     p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--body", default="anny", choices=BODY_NAMES, help="body model (smpl needs --smpl-path and "
@@ -262,7 +264,7 @@ def _add_video_commands(sub) -> None:
                    "on this machine when no address is given; -o must be a folder every node sees")
     p.add_argument("--cpus-per-video", type=int, default=1, help="--ray: CPUs each video's task asks for "
                    "(default 1)")
-    _run_options(p, default_output=None)
+    _run_options(p, default_output=None, batch=True)
     p.set_defaults(func=_batch)
 
     p = sub.add_parser("demo", help=f"`run` on the bundled sample video ({DEMO_VIDEO.name})")
