@@ -26,6 +26,7 @@ import torch
 from ..body.base import H36M_FLIP
 from ..keypoints import world_h36m
 from ..losses import Targets
+from .synthetic import stack_clips
 
 
 class WorldErrors:
@@ -97,6 +98,4 @@ class MixedSampler:
         for s in rng.choice(self.synthetic_starts, n_syn):
             x, t = self.synthetic.make(int(s), rng)
             made.append((synthetic_inputs(x, t["joints3d"], self.channels, self.world_errors, rng), t))
-        x = torch.as_tensor(np.stack([m[0] for m in made])).float()
-        t = {k: torch.as_tensor(np.stack([np.asarray(m[1][k]) for m in made])).float() for k in made[0][1]}
-        return x, Targets(t["rotmats"], t["shape"], t["joints3d"], t["keypoints2d"], t["valid"].bool())
+        return stack_clips(made)

@@ -48,6 +48,7 @@ from ..keypoints import model_keypoints, normalize_clip
 from ..losses import Targets
 from ..model import KEYPOINT_CHANNELS
 from ..rotations import interpolate, slerp_at
+from .synthetic import stack_clips
 
 MIRROR = np.diag([-1.0, 1.0, 1.0]).astype(np.float32)
 
@@ -263,7 +264,4 @@ class RenderClipMaker:
         """Clips at `starts`, one generator each -> inputs (B, f, 17, C) and Targets (as `ClipMaker.batch`)."""
         speeds = speeds if speeds is not None else [None] * len(starts)
         mirrors = mirrors if mirrors is not None else [None] * len(starts)
-        made = [self.make(int(s), r, v, m) for s, r, v, m in zip(starts, rngs, speeds, mirrors)]
-        x = torch.as_tensor(np.stack([m[0] for m in made]))
-        t = {k: torch.as_tensor(np.stack([m[1][k] for m in made])).float() for k in made[0][1]}
-        return x, Targets(t["rotmats"], t["shape"], t["joints3d"], t["keypoints2d"], t["valid"].bool())
+        return stack_clips([self.make(int(s), r, v, m) for s, r, v, m in zip(starts, rngs, speeds, mirrors)])

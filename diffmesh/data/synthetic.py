@@ -326,10 +326,15 @@ class ClipMaker:
         """Clips at `starts`, one generator (and optionally one camera) each -> inputs (B, f, 17, 3) and Targets
         (see losses.Targets)."""
         cameras = cameras if cameras is not None else [None] * len(starts)
-        made = [self.make(int(s), r, c) for s, r, c in zip(starts, rngs, cameras)]
-        x = torch.as_tensor(np.stack([m[0] for m in made]))
-        t = {k: torch.as_tensor(np.stack([m[1][k] for m in made])).float() for k in made[0][1]}
-        return x, Targets(t["rotmats"], t["shape"], t["joints3d"], t["keypoints2d"], t["valid"].bool())
+        return stack_clips([self.make(int(s), r, c) for s, r, c in zip(starts, rngs, cameras)])
+
+
+def stack_clips(made: list[tuple[np.ndarray, dict]]) -> tuple[torch.Tensor, Targets]:
+    """Clips as the clip makers' `make` returns them (inputs, targets dict) -> inputs (B, f, 17, C) float32 and
+    Targets; shared by every clip maker (synthetic, render, mixed batches)."""
+    x = torch.as_tensor(np.stack([m[0] for m in made])).float()
+    t = {k: torch.as_tensor(np.stack([np.asarray(m[1][k]) for m in made])).float() for k in made[0][1]}
+    return x, Targets(t["rotmats"], t["shape"], t["joints3d"], t["keypoints2d"], t["valid"].bool())
 
 
 def fixed_clips(bank: MotionBank, num_frames: int, seed: int, limit: int | None = None
