@@ -89,12 +89,16 @@ def _nbytes(shape, dtype) -> int:
     return int(np.prod(dims, dtype=object)) * np.dtype(dtype).itemsize
 
 
+def _check_size(n: int, limit: int, what: str) -> None:
+    if n > limit:
+        raise DataError(f"the file asks for a {what} of {n:,} bytes but holds only {limit:,}; it is corrupt")
+
+
 def _sized_constructors(limit: int) -> dict:
     """The `_SIZED` callables, refusing any object larger than `limit` bytes (the file's size)."""
 
     def check(n: int, what: str) -> None:
-        if n > limit:
-            raise DataError(f"the file asks for a {what} of {n:,} bytes but holds only {limit:,}; it is corrupt")
+        _check_size(n, limit, what)
 
     def checked_bytearray(*args):
         if args and isinstance(args[0], (int, np.integer)):
@@ -238,8 +242,7 @@ class _ChunkedReader:
 def _load_bytearray8(self) -> None:
     """BYTEARRAY8 with its length checked against the file before the array is allocated."""
     (n,) = struct.unpack("<Q", self.read(8))
-    if n > self.limit:
-        raise DataError(f"the file asks for a byte array of {n:,} bytes but holds only {self.limit:,}; it is corrupt")
+    _check_size(n, self.limit, "byte array")
     data = self.read(n)
     if len(data) != n:
         raise EOFError("bytearray8: the data ends early")
@@ -262,17 +265,15 @@ class _RestrictedStreamUnpickler(pickle._Unpickler):
         return _allowed_class(module, name, super().find_class, self._sized)
 
 
-class _RestrictedJoblibUnpickler(pickle._Unpickler):
-    """The pure-python unpickler (its opcode table can be extended), restricted as above, that replaces each joblib
-    array placeholder by the array read from the bytes that follow it, as joblib's own NumpyUnpickler does."""
+class _RestrictedJoblibUnpickler(_RestrictedStreamUnpickler):
+    """The restricted pure-python unpickler (its opcode table can be extended) that replaces each joblib array
+    placeholder by the array read from the bytes that follow it, as joblib's own NumpyUnpickler does."""
 
-    dispatch = pickle._Unpickler.dispatch.copy()
+    dispatch = _RestrictedStreamUnpickler.dispatch.copy()
 
     def __init__(self, fh, limit: int):
-        super().__init__(fh, encoding="latin1")
+        super().__init__(fh, _sized_constructors(limit), limit)
         self.fh = fh
-        self.limit = limit
-        self._sized = _sized_constructors(limit)
 
     def find_class(self, module: str, name: str):
         if module == "joblib.numpy_pickle" and name == "NumpyArrayWrapper":
@@ -282,7 +283,7 @@ class _RestrictedJoblibUnpickler(pickle._Unpickler):
                             "a current joblib: joblib.dump(joblib.load(path), path)")
         if (module, name) == ("numpy", "memmap"):
             return np.memmap  # named as the array's subclass only; never constructed here
-        return _allowed_class(module, name, super().find_class, self._sized)
+        return super().find_class(module, name)
 
     def load_build(self):
         super().load_build()
@@ -290,7 +291,6 @@ class _RestrictedJoblibUnpickler(pickle._Unpickler):
             self.stack.append(self._read_array(self.stack.pop()))
 
     dispatch[pickle.BUILD[0]] = load_build
-    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
 
     def _read_array(self, meta: _JoblibArray) -> np.ndarray:
         dtype = np.dtype(meta.dtype)
@@ -304,23 +304,12 @@ class _RestrictedJoblibUnpickler(pickle._Unpickler):
                 raise EOFError("array padding")
             self.fh.read(pad[0])
         count = nbytes // max(dtype.itemsize, 1)
-        data = _read_exactly(self.fh, nbytes)
+        data = self.fh.read(nbytes)                 # a BytesIO or a _ChunkedReader: never allocates nbytes up front
+        if len(data) != nbytes:
+            raise EOFError(f"array data: expected {nbytes} bytes, got {len(data)}")
         array = np.frombuffer(data, dtype=dtype, count=count).copy()
         array = array.reshape(shape[::-1]).T if meta.order == "F" else array.reshape(shape)
         return array.astype(dtype.newbyteorder("="), copy=False) if not dtype.isnative else array
-
-
-def _read_exactly(fh, n: int, chunk: int = 1 << 24) -> bytes:
-    """n bytes of `fh`, read in chunks so that a corrupt n larger than the data fails when the data ends
-    instead of allocating n first."""
-    parts, left = [], n
-    while left > 0:
-        part = fh.read(min(left, chunk))
-        if not part:
-            raise EOFError(f"array data: expected {n} bytes, got {n - left}")
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)
 
 
 def _open_decompressed(raw: io.BufferedIOBase, path: Path):
