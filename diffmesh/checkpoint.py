@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, MissingFileError
-from .model import DiffMeshModel, ModelConfig
+from .model import DiffMeshModel, ModelConfig, build_model
 
 FORMAT_VERSION = 1
 
@@ -84,7 +84,7 @@ def load_model(path: str | Path, body, expect: dict | None = None) -> DiffMeshMo
             raise CheckpointError(f"{path} was trained with {key}={getattr(cfg, key)!r} but {key}={value!r} was "
                                   f"asked for; pass a checkpoint trained with {key}={value!r}, or settings "
                                   f"that match {key}={getattr(cfg, key)!r}")
-    model = DiffMeshModel(cfg, body.mean_pose.cpu(), body.mean_shape.cpu())
+    model = build_model(cfg, body)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as e:

@@ -92,7 +92,7 @@ def _train(args: argparse.Namespace) -> None:
                              val_clips=args.val_clips, warmup_steps=args.warmup_steps,
                              motion_form=args.motion_form, aux=args.aux, camera_model=args.camera_model,
                              data=args.data, keypoint_inputs=args.keypoint_inputs,
-                             synthetic_share=args.synthetic_share, shape_std=args.shape_std)
+                             synthetic_share=args.synthetic_share, shape_std=args.shape_std, anchor=args.anchor)
     out = args.out or f"runs/{args.preset}_{args.method}"
     summary = run_training(out, settings, device=args.device, resume=args.resume, mocap_path=args.mocap,
                            cache_dir=args.cache, threads=args.threads, render_cache=args.render_cache)
@@ -273,7 +273,7 @@ def _add_video_commands(sub) -> None:
 
 
 def _add_cmu_commands(sub) -> None:
-    from .model import KEYPOINT_CHANNELS, METHODS, MOTION_FORMS, PRESETS
+    from .model import METHODS, MOTION_FORMS, PRESETS
 
     p = sub.add_parser("prepare", help="fit the Anny body to every CMU mocap sequence and cache the fits")
     _data_options(p)
@@ -321,9 +321,7 @@ def _add_cmu_commands(sub) -> None:
                    "(the shipped checkpoints')")
     p.add_argument("--data", default="synthetic", choices=("synthetic", "renders"), help="training clips: the "
                    "synthetic 2D of the fits (default) or the rendered MediaPipe set (`diffmesh prepare --render`)")
-    p.add_argument("--keypoint-inputs", default="2d+vis", choices=tuple(KEYPOINT_CHANNELS), help="what the model "
-                   "reads per joint: 2D only, 2D + MediaPipe's visibility (default), or also MediaPipe's 3D world "
-                   "landmarks (2d and 2d+3d need --data renders)")
+    _model_input_options(p)
     p.add_argument("--render-cache", default=None, help="--data renders: folder of the renders (default: "
                    "$DIFFMESH_CACHE or ~/.cache/diffmesh, subfolder cmu_renders)")
     p.add_argument("--synthetic-share", type=float, default=0.0, help="--data renders: this share of every batch "
@@ -352,6 +350,18 @@ def _add_cmu_commands(sub) -> None:
     _report_options(p)
     _data_options(p)
     p.set_defaults(func=_eval)
+
+
+def _model_input_options(p: argparse.ArgumentParser) -> None:
+    """What a trained model reads and where its pose starts (train)."""
+    from .model import ANCHORS, KEYPOINT_CHANNELS
+
+    p.add_argument("--keypoint-inputs", default="2d+vis", choices=tuple(KEYPOINT_CHANNELS), help="what the model "
+                   "reads per joint: 2D only, 2D + MediaPipe's visibility (default), or also MediaPipe's 3D world "
+                   "landmarks (2d and 2d+3d need --data renders)")
+    p.add_argument("--anchor", default="none", choices=ANCHORS, help="where the head's pose starts: the mean pose "
+                   "(default) or mediapipe-3d, the IK of MediaPipe's world landmarks refined by a residual (needs "
+                   "--keypoint-inputs 2d+3d); docs/method.md")
 
 
 def _noise_model_option(p: argparse.ArgumentParser) -> None:

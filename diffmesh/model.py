@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import diffusion
+from .body.landmark_ik import LandmarkIK
 from .errors import SettingsError
 from .rotations import rot6d_to_rotmat, rotmat_to_rot6d
 
@@ -36,6 +37,9 @@ KEYPOINT_CHANNELS = {"2d": 3, "2d+vis": 3, "2d+3d": 6}
 # "residual" (the form of every checkpoint before issue 14: the output was divided by sqrt(beta_i) before
 # Eq. 7 multiplied it back, an unbounded residual step on which beta had no effect).
 MOTION_FORMS = ("paper", "residual")
+# Where the head's pose starts (docs/method.md, "Anchoring"): "none" (mean pose, or a `refine` model's given pose) or
+# "mediapipe-3d" (the IK of the model's own 2d+3d world-landmark channels, `body.landmark_ik`, plus a residual).
+ANCHORS = ("none", "mediapipe-3d")
 
 
 @dataclass
@@ -67,6 +71,7 @@ class ModelConfig:
     refine: bool = False            # "with refinement" (Table 2): the head regresses a residual on per-frame initial
                                     # body parameters given with the input (HybrIK's); see MeshHead
     refine_dim: int = 512           # hidden width of the refinement head (released: 512)
+    anchor: str = "none"            # ANCHORS: "mediapipe-3d" refines the IK of the 2d+3d input's world landmarks
     beta_start: float = 1e-4        # DiffMesh motion schedule (DiffPose's linear, released values)
     beta_end: float = 1e-3
     motion_form: str = "paper"      # MOTION_FORMS; checkpoints without the field are "residual"
@@ -79,6 +84,11 @@ class ModelConfig:
     def keypoint_channels(self) -> int:
         return KEYPOINT_CHANNELS[self.keypoint_inputs]
 
+    @property
+    def refines(self) -> bool:
+        """Whether the mesh head regresses a residual on an initial pose (given, or the model's own IK)."""
+        return self.refine or self.anchor != "none"
+
     def validate(self) -> None:
         if self.method not in METHODS:
             raise SettingsError(f"method must be one of {METHODS}, got '{self.method}'")
@@ -88,6 +98,12 @@ class ModelConfig:
             raise SettingsError(f"keypoint_inputs must be one of {sorted(KEYPOINT_CHANNELS)}, got '{self.keypoint_inputs}'")
         if self.motion_form not in MOTION_FORMS:
             raise SettingsError(f"motion_form must be one of {MOTION_FORMS}, got '{self.motion_form}'")
+        if self.anchor not in ANCHORS:
+            raise SettingsError(f"anchor must be one of {ANCHORS}, got '{self.anchor}'")
+        if self.anchor != "none" and (self.input, self.keypoint_inputs, self.body, self.refine) != (
+                "keypoints", "2d+3d", "anny", False):
+            raise SettingsError(f"anchor={self.anchor!r} puts MediaPipe's world landmarks on Anny: it needs "
+                                "--keypoint-inputs 2d+3d, keypoint input, the Anny body and no HybrIK refinement")
         if self.denoiser_design not in DENOISER_DESIGNS:
             raise SettingsError(f"denoiser_design must be one of {DENOISER_DESIGNS}, got '{self.denoiser_design}'")
         if self.adapter_rep_dim < 0:
@@ -311,8 +327,7 @@ class TwoStreamDenoiser(nn.Module):
         self.in_x = nn.Linear(io_dim, d) if io_dim != d else nn.Identity()
         self.in_c = nn.Linear(io_dim, d) if io_dim != d else nn.Identity()
         self.time = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
-        depth = cfg.denoiser_depth
-        eps = cfg.norm_eps
+        depth, eps = cfg.denoiser_depth, cfg.norm_eps
         if cfg.denoiser_design == "one_self":
             self.blocks = nn.ModuleList(
                 ConcatBlock(d, cfg.denoiser_heads, cfg.denoiser_mlp_ratio, cfg.dropout, eps) for _ in range(depth))
@@ -355,7 +370,7 @@ class MeshHead(nn.Module):
         self.register_buffer("mean_pose6d", rotmat_to_rot6d(mean_pose).reshape(K * 6))
         self.register_buffer("mean_shape", mean_shape.reshape(S).clone())
         self.register_buffer("mean_camera", torch.tensor([1.0, 0.0, 0.0]))
-        if cfg.refine:
+        if cfg.refines:
             h = cfg.refine_dim
             self.refine_features = nn.Sequential(nn.Linear(width, h), nn.ReLU())
             self.refine_initial = nn.Sequential(nn.Conv1d(K * 6, h, 5, padding=2), nn.ReLU())
@@ -399,26 +414,29 @@ class ModelOutput:
 
 
 class DiffMeshModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, mean_pose: Tensor, mean_shape: Tensor):
+    def __init__(self, cfg: ModelConfig, mean_pose: Tensor, mean_shape: Tensor, skeleton=None):
+        """`skeleton`: the body's `Skeleton` at the mean shape, which an anchored model's IK (cfg.anchor) poses."""
         super().__init__()
         cfg.validate()
         if mean_pose.shape != (cfg.num_bones, 3, 3) or mean_shape.shape != (cfg.num_shape,):
             raise ValueError(f"mean pose/shape {tuple(mean_pose.shape)}/{tuple(mean_shape.shape)} do not match "
                              f"num_bones={cfg.num_bones}, num_shape={cfg.num_shape}")
         self.cfg = cfg
+        if cfg.anchor != "none":
+            if skeleton is None:
+                raise ValueError(f"anchor={cfg.anchor!r} needs the body's skeleton: build the model with build_model")
+            self.anchor_ik = LandmarkIK(skeleton.names, skeleton.parents, skeleton.rest_heads)
         L, d, f = cfg.num_tokens, cfg.token_dim, cfg.num_frames
         if cfg.input == "keypoints" and cfg.num_tokens != cfg.num_keypoints:
             raise ValueError("with keypoint input the latent has one token per keypoint: set num_tokens = num_keypoints")
         self.adapter = SpatioTemporalAdapter(cfg) if cfg.input == "keypoints" else FeatureAdapter(cfg)
         if cfg.method != "perframe":
             self.generator = ConditionGenerator(cfg)
-        if cfg.method == "perframe":
-            pass
-        elif cfg.method == "diffmesh":
+        if cfg.method == "diffmesh":
             self.x_end = nn.Parameter(torch.randn(L, d) * 0.02)                   # learned initial distribution
             self.denoiser = TwoStreamDenoiser(cfg, io_dim=d, predict_condition=True)
             self.register_buffer("betas", diffusion.linear_betas(cfg.num_steps, cfg.beta_start, cfg.beta_end).float())
-        else:
+        elif cfg.method != "perframe":
             io_dim = d if cfg.method == "baseline1" else f * d
             self.denoiser = TwoStreamDenoiser(cfg, io_dim=io_dim, predict_condition=False)
             self.register_buffer("betas", diffusion.gaussian_betas(cfg.num_steps).float())
@@ -444,7 +462,7 @@ class DiffMeshModel(nn.Module):
         self.check_input(x)
         cfg = self.cfg
         B, f, L, d = x.shape[0], cfg.num_frames, cfg.num_tokens, cfg.token_dim
-        init = self._check_initial(B, init_pose, init_shape)
+        init = self._initial(x, init_pose, init_shape)
         pred_c = target_c = None
         if cfg.method == "perframe":                                               # every frame on its own
             b = self.adapter(x.reshape(B * f, 1, *x.shape[2:])).reshape(B * f, 1, L * d)
@@ -490,9 +508,10 @@ class DiffMeshModel(nn.Module):
         follows. Returns the output (no auxiliary conditions) and the chain's frame states x_1..x_f (B, f, L, d)."""
         cfg = self.cfg
         if cfg.method != "diffmesh" or cfg.refine:
-            raise ValueError(f"chain_from needs a non-refining DiffMesh model, not method={cfg.method!r}"
+            raise ValueError(f"chain_from needs a DiffMesh model without HybrIK refinement, not method={cfg.method!r}"
                              + (" with refine" if cfg.refine else ""))
         self.check_input(x)
+        init = self._initial(x, None, None)
         B, f, L, d = x.shape[0], cfg.num_frames, cfg.num_tokens, cfg.token_dim
         b = self.adapter(x).reshape(B, f, L * d)
         c = self.generator(b).view(B, -1, L, d)                                   # (B, N, L, d)
@@ -504,17 +523,23 @@ class DiffMeshModel(nn.Module):
             states, _ = diffusion.motion_reverse(start, c[:, :f], self.motion_step, self.betas[:f])
         states = states[:, :f]                                                    # x_1..x_f
         feats = self.out(states.reshape(B, f, L * d)) + b
-        rotmats, pose6d, shape, camera = self.head(feats)
+        rotmats, pose6d, shape, camera = self.head(feats, *init)
         calls = cfg.num_steps if start is None else f
         return ModelOutput(rotmats, pose6d, shape, camera, feats, denoiser_calls=calls), states
 
-    def _check_initial(self, B: int, init_pose: Tensor | None, init_shape: Tensor | None) -> tuple:
-        """() for a plain model; (init pose 6D (B, f, K*6), init shape (B, f, S)) for a refining one."""
+    def _initial(self, x: Tensor, init_pose: Tensor | None, init_shape: Tensor | None) -> tuple:
+        """() for a plain model; (init pose 6D (B, f, K*6), init shape (B, f, S)) for a refining one: the given
+        HybrIK parameters (cfg.refine) or the IK of the input's world landmarks (cfg.anchor)."""
         cfg = self.cfg
+        B = x.shape[0]
         if not cfg.refine:
             if init_pose is not None:
-                raise ValueError("this model does not refine initial body parameters; do not pass init_pose")
-            return ()
+                raise ValueError("this model does not take initial body parameters; do not pass init_pose")
+            if cfg.anchor == "none":
+                return ()
+            # the IK of the world-joint channels, the mean pose where MediaPipe returned nothing; the mean shape
+            pose6d = self.anchor_ik.initial_pose6d(x[..., 3:6], self.head.mean_pose6d).to(x.dtype)
+            return pose6d, x.new_zeros(*x.shape[:2], cfg.num_shape)
         want = ((B, cfg.num_frames, cfg.num_bones, 3, 3), (B, cfg.num_frames, cfg.num_shape))
         if init_pose is None or init_shape is None or (tuple(init_pose.shape), tuple(init_shape.shape)) != want:
             got = None if init_pose is None else (tuple(init_pose.shape), tuple(getattr(init_shape, "shape", ())))
@@ -566,7 +591,8 @@ def model_config(preset: str = "tiny", **overrides) -> ModelConfig:
 
 
 def build_model(cfg: ModelConfig, body) -> DiffMeshModel:
-    """The network for `cfg`, with the pose/shape sizes and mean pose of `body` (a BodyModel)."""
+    """The network for `cfg`, with the pose/shape sizes, mean pose and (anchored models) skeleton of `body`."""
     if (cfg.num_bones, cfg.num_shape, cfg.body) != (body.num_bones, body.num_shape, body.name):
         cfg = ModelConfig(**{**asdict(cfg), "num_bones": body.num_bones, "num_shape": body.num_shape, "body": body.name})
-    return DiffMeshModel(cfg, body.mean_pose.cpu(), body.mean_shape.cpu())
+    skeleton = body.skeleton() if cfg.anchor != "none" else None
+    return DiffMeshModel(cfg, body.mean_pose.cpu(), body.mean_shape.cpu(), skeleton)

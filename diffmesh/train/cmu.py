@@ -48,6 +48,7 @@ class TrainSettings:
     keypoint_inputs: str = "2d+vis"     # model.KEYPOINT_CHANNELS; "2d" and "2d+3d" need data="renders"
     synthetic_share: float = 0.0        # data="renders": this share of every batch synthetic (data/mixed_clips.py)
     shape_std: float = 0.0              # synthetic clips: half of them on a random body (synthetic.ShapePool), 0 off
+    anchor: str = "none"                # model.ANCHORS: "mediapipe-3d" refines the IK of MediaPipe's world landmarks
 
 
 DATA_SOURCES = ("synthetic", "renders")
@@ -178,7 +179,7 @@ def run_training(out_dir: str | Path, settings: TrainSettings, device: str = "cp
 
     body = AnnyBody().to(dev)
     cfg = model_config(settings.preset, method=settings.method, motion_form=settings.motion_form,
-                       keypoint_inputs=settings.keypoint_inputs)
+                       keypoint_inputs=settings.keypoint_inputs, anchor=settings.anchor)
     weights = loss_weights(settings)
     f = cfg.num_frames
     paths = {"mocap": mocap_path, "fits": cache_dir, "renders": render_cache}

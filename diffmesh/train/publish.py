@@ -37,7 +37,7 @@ def train_command(settings: dict) -> str:
         f"--{k.replace('_', '-')} {shlex.quote(str(settings[k]))}"
         for k in ("preset", "method", "epochs", "steps_per_epoch", "batch_size", "lr", "seed", "val_clips",
                   "noise_model", "motion_form", "aux", "camera_model", "data", "keypoint_inputs", "synthetic_share",
-                  "shape_std") if k in settings   # older runs lack some
+                  "shape_std", "anchor") if k in settings   # older runs lack some
     ) + ("" if settings.get("noise", True) else " --no-noise") + " --threads 1")
 
 
