@@ -215,8 +215,8 @@ def test_inputs_are_what_the_video_pipeline_builds(files):
 
 
 def test_training_on_renders_with_3d_inputs_and_running_the_checkpoint(tmp_path, anny_body):
-    """`diffmesh train --data renders --keypoint-inputs 2d+3d` end to end on two render files named after a real
-    train and val sequence; its checkpoint reads six channels and goes through the run's model stage
+    """`diffmesh train --data renders --keypoint-inputs 2d+3d --anchor mediapipe-3d` end to end on two render files
+    named after a real train and val sequence; its checkpoint reads six channels and goes through the run's model stage
     (`evaluation.renders.predict_file`: MediaPipe's world landmarks fed beside the 2D)."""
     from diffmesh.checkpoint import load_model
     from diffmesh.data.mocap import CMUMocap
@@ -229,12 +229,12 @@ def test_training_on_renders_with_3d_inputs_and_running_the_checkpoint(tmp_path,
     cache = tmp_path / "renders"
     _fake_file(cache / f"{mocap.names('train')[0]}_cam0.npz", anny_body, SHAPES[0], 0, 1.0, mocap.names("train")[0])
     _fake_file(cache / f"{mocap.names('val')[0]}_cam0.npz", anny_body, SHAPES[1], 1, 1.0, mocap.names("val")[0])
-    settings = TrainSettings(data="renders", keypoint_inputs="2d+3d", epochs=1, steps_per_epoch=2, batch_size=4,
-                             val_clips=3, warmup_steps=1)
+    settings = TrainSettings(data="renders", keypoint_inputs="2d+3d", anchor="mediapipe-3d", epochs=1,
+                             steps_per_epoch=2, batch_size=4, val_clips=3, warmup_steps=1)
     summary = run_training(tmp_path / "run", settings, render_cache=cache, quiet=True, threads=1)
     assert np.isfinite(summary["best_val_mpjpe_mm"])
     model = load_model(tmp_path / "run" / "best.pt", anny_body, expect={"keypoint_inputs": "2d+3d"})
-    assert (model.cfg.motion_form, model.adapter.joint_embed.in_features) == ("paper", 6)
+    assert (model.cfg.motion_form, model.adapter.joint_embed.in_features, model.cfg.anchor) == ("paper", 6, "mediapipe-3d")
     data = load_render_set(cache)[0]
     joints, valid = predict_file(model, model_rate({}), anny_body, data, RunSettings())
     assert joints.shape == (T, 17, 3) and valid.sum() > T // 2 and np.isfinite(joints[valid]).all()
