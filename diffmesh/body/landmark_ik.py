@@ -9,8 +9,10 @@ HybrIK's place).
 The rotations are global first (camera axes, as the mesh head's root), then made local to Anny's 'local-ref'
 chain (G_k = G_parent R_k, `base.chain_kinematics`), so every limb segment points exactly along its target:
 - root: the frame of the hip line (left - right) and the trunk (pelvis -> mid-shoulders), rest to target;
-- spine05..spine01: the upper trunk's frame (shoulder line, trunk) relative to the root, spread evenly over the
-  five bones; clavicles, feet and wrists stay at rest (no joint observes them);
+- spine04..spine01: the upper trunk's frame (shoulder line, trunk) relative to spine05, spread evenly over the
+  four bones; spine05 swung once so that the rest shoulders' midpoint lands on the trunk's direction;
+- clavicles: swung so that each shoulder lands on its joint's direction; feet and wrists stay at rest (no joint
+  observes them);
 - each upper/lower limb pair: the segment's direction and its bend plane, whose normal is cross(upper, lower);
   where the limb is nearly straight or bent backwards that normal is unreliable and the parent's rest normal,
   carried along, takes over smoothly (weight `STRAIGHT_WEIGHT` against the bend's sine);
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 from ..rotations import rotmat_to_rot6d, rotmat_to_rotvec, rotvec_to_rotmat
 
 # Human3.6M-17 indices (base.H36M_JOINT_NAMES).
-PELVIS, R_HIP, L_HIP, THORAX, NOSE, HEAD, L_SHOULDER, R_SHOULDER = 0, 1, 4, 8, 9, 10, 11, 14
+PELVIS, R_HIP, L_HIP, NOSE, HEAD, L_SHOULDER, R_SHOULDER = 0, 1, 4, 9, 10, 11, 14
 # (upper bone, lower bone, end bone, its Human3.6M joints: upper head, lower head, end)
 LIMBS = (
     ("upperleg01.L", "lowerleg01.L", "foot.L", (4, 5, 6)),
@@ -137,18 +139,21 @@ class LandmarkIK(nn.Module):
         return pose6d.view(B, f, -1)
 
     def _spine(self, local: Tensor, G: dict, upper: Tensor, trunk: Tensor) -> None:
-        """The spine bones: the upper trunk's rotation `upper` spread over spine04..spine01, and spine05 swung so
-        that the mid-shoulders of the rest clavicles land on the trunk's direction (two passes)."""
-        root, base = G["root"], G["root"]
-        for _ in range(2):
-            G[SPINE[0]] = base
-            local[:, self.index[SPINE[0]]] = root.mT @ base
-            self._spread(local, G, SPINE[1:], base, upper)
-            for clavicle in CLAVICLES:
-                G[clavicle] = G[SPINE[-1]]
-            heads = self._heads(G, len(trunk))
-            reached = (heads[SHOULDERS[0]] + heads[SHOULDERS[1]]) / 2
-            base = swing(reached, trunk) @ base
+        """The spine bones: the upper trunk's rotation `upper` spread over spine04..spine01 with spine05 at rest,
+        then spine05 swung once so that the mid-shoulders of the rest clavicles land on the trunk's direction."""
+        root = G["root"]
+        self._place_spine(local, G, root, upper)
+        heads = self._heads(G, len(trunk))
+        reached = (heads[SHOULDERS[0]] + heads[SHOULDERS[1]]) / 2
+        self._place_spine(local, G, swing(reached, trunk) @ root, upper)
+
+    def _place_spine(self, local: Tensor, G: dict, base: Tensor, upper: Tensor) -> None:
+        """spine05's global rotation `base`, `upper` spread over spine04..spine01, clavicles at rest."""
+        G[SPINE[0]] = base
+        local[:, self.index[SPINE[0]]] = G["root"].mT @ base
+        self._spread(local, G, SPINE[1:], base, upper)
+        for clavicle in CLAVICLES:
+            G[clavicle] = G[SPINE[-1]]
 
     def _heads(self, G: dict, N: int) -> dict:
         """Posed heads (N, 3), root at the origin, of the bones whose parents' global rotations are known."""
