@@ -18,6 +18,7 @@ local worker processes; resumable, and no video can lose or overwrite another's 
 import glob
 import json
 import os
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -124,11 +125,17 @@ def is_finished(job: Job, out: Path, manifest: Manifest) -> bool:
 
 # ---------------------------------------------------------------- 3. the pool
 
-def worker_shares(workers: int, cores: int | None = None) -> tuple[int, int]:
-    """(torch threads, MediaPipe processes) for each of `workers` processes on `cores` cores."""
+def keypoint_processes(cores: int) -> int | None:
+    """MediaPipe processes for a worker with `cores` cores: one on one core; with more, `diffmesh run`'s own
+    choice (None: a second process from 150 frames on, where its ~1.5 s start pays off; video/detect.py)."""
+    return 1 if cores <= 1 else None
+
+
+def worker_shares(workers: int, cores: int | None = None) -> tuple[int, int | None]:
+    """(torch threads, MediaPipe processes: `keypoint_processes`) for each of `workers` processes on `cores`."""
     cores = cores or os.cpu_count() or 1
     share = max(1, cores // max(workers, 1))
-    return share, min(2, share)
+    return share, keypoint_processes(share)
 
 
 def _init_worker(threads: int) -> None:
@@ -142,6 +149,18 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def peak_memory_mb() -> float | None:
+    """This worker process's peak resident memory so far (its high-water mark), without child processes: a
+    worker with one core's share runs MediaPipe in itself and has none. RUSAGE_CHILDREN is no help: a forked
+    child inherits its parent's resident size as its own peak. None where `resource` is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    unit = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20      # ru_maxrss: KiB on Linux, bytes on macOS
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit, 1)
+
+
 def _run_one(job: Job, out: str, settings: RunSettings) -> dict:
     """One video in a worker: its record for the manifest (errors become the record's one line)."""
     from .pipeline import run_video
@@ -151,13 +170,15 @@ def _run_one(job: Job, out: str, settings: RunSettings) -> dict:
     try:
         summary = run_video(job.video, Path(out) / job.name, settings)
     except DiffMeshError as e:
-        return {**entry, "status": "failed", "seconds": time.perf_counter() - t0, "error": str(e)}
+        entry.update(status="failed", error=str(e))
     except Exception as e:                           # a bug, but one video's: record it and let the rest go on
-        return {**entry, "status": "failed", "seconds": time.perf_counter() - t0,
-                "error": f"internal error: {type(e).__name__}: {str(e)[:200]}"}
-    seconds = time.perf_counter() - t0
-    return {**entry, "status": "done", "seconds": seconds, "fps": summary.frames / max(seconds, 1e-9),
-            "frames": summary.frames, "frames_with_body": summary.valid_frames, "error": None}
+        entry.update(status="failed", error=f"internal error: {type(e).__name__}: {str(e)[:200]}")
+    else:
+        entry.update(status="done", error=None, frames=summary.frames, frames_with_body=summary.valid_frames)
+    entry.update(seconds=time.perf_counter() - t0, peak_mb=peak_memory_mb())
+    if entry["status"] == "done":
+        entry["fps"] = entry["frames"] / max(entry["seconds"], 1e-9)
+    return entry
 
 
 def _prepare_root(out: Path) -> None:
@@ -277,7 +298,7 @@ def run_batch_ray(jobs: list[Job], out: str | Path, settings: RunSettings, addre
     state.t0 = time.perf_counter()
     try:
         threads = max(1, cpus_per_video)
-        settings = replace(settings, progress=False, keypoint_workers=min(2, threads))
+        settings = replace(settings, progress=False, keypoint_workers=keypoint_processes(threads))
         task = ray.remote(num_cpus=cpus_per_video, max_retries=RAY_TASK_RETRIES)(_ray_task)
         pending = {task.remote(job, str(out), settings, threads): job for job in state.todo}
         while pending:

@@ -22,6 +22,8 @@ file is the whole chain; each stage is one call, in this order:
 Frames without a person get no body: `valid` is False there and their joints are NaN.
 """
 
+import functools
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -187,6 +189,34 @@ def load_run_model(settings: RunSettings, body: BodyModel) -> tuple[DiffMeshMode
                             + (" --smpl-path DIR" if trained_for == "smpl" else ""))
     model = load_model(path, model_body, expect={"input": "keypoints"}).to(settings.device)
     return model, model_body, str(path), model_rate(config)
+
+
+def _file_stamp(path: str | Path | None) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size) if st else None
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_parts(choice: tuple[str | None, str, str, str | None], stamps: tuple
+                  ) -> tuple[BodyModel, DiffMeshModel, BodyModel, str, float]:
+    checkpoint, device, body_name, smpl_path = choice
+    body = load_body(body_name, smpl_path)
+    settings = RunSettings(checkpoint=checkpoint, device=device, body=body_name, smpl_path=smpl_path)
+    return (body, *load_run_model(settings, body))
+
+
+def load_run_parts(settings: RunSettings) -> tuple[BodyModel, DiffMeshModel, BodyModel, str, float]:
+    """The output body, the model, the body it poses, the checkpoint's path and its rate. A process that runs
+    many videos (a `diffmesh batch` worker) loads them once: the last set is kept, keyed by the settings that
+    choose them and by the files' modification times, so a rewritten checkpoint or SMPL file is read again.
+    Nothing downstream changes them (inference only), so sharing them between videos is safe."""
+    choice = (settings.checkpoint and str(settings.checkpoint), settings.device, settings.body,
+              settings.smpl_path and str(settings.smpl_path))
+    stamps = (_file_stamp(settings.checkpoint or DEFAULT_CHECKPOINT), _file_stamp(settings.smpl_path))
+    return _cached_parts(choice, stamps)
 
 
 @torch.inference_mode()
@@ -447,8 +477,7 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
     clock = Stopwatch()
     with staged_outdir(outdir, settings.force) as staging:
         with clock("setup"):
-            body = load_body(settings.body, settings.smpl_path)
-            model, model_body, checkpoint, rate = load_run_model(settings, body)
+            body, model, model_body, checkpoint, rate = load_run_parts(settings)
         with clock("decode+keypoints"):
             track, times, presence = find_person(video, info, settings.progress, settings.keypoint_workers)
         if not presence.valid.any():

@@ -45,8 +45,31 @@ def test_outputs_are_named_from_the_path_so_no_two_videos_collide(inputs, tmp_pa
 
 
 def test_worker_shares_never_oversubscribe_the_cores():
-    assert worker_shares(1, 2) == (2, 2) and worker_shares(2, 2) == (1, 1) and worker_shares(4, 2) == (1, 1)
-    assert worker_shares(2, 16) == (8, 2)
+    assert worker_shares(1, 2) == (2, None) and worker_shares(2, 2) == (1, 1) and worker_shares(4, 2) == (1, 1)
+    assert worker_shares(2, 16) == (8, None)
+    for workers in range(1, 9):
+        for cores in range(1, 17):
+            threads, keypoints = worker_shares(workers, cores)
+            # None: video/detect.py's own choice, at most two MediaPipe processes
+            assert workers * threads <= max(cores, workers) and (keypoints or 2) <= threads
+
+
+def test_a_worker_loads_the_model_once_and_again_when_the_checkpoint_changes(tmp_path):
+    import os
+    import shutil
+
+    from diffmesh.paths import DEFAULT_CHECKPOINT
+    from diffmesh.pipeline import RunSettings, load_run_parts
+
+    ckpt = tmp_path / "model.pt"
+    shutil.copyfile(DEFAULT_CHECKPOINT, ckpt)
+    first = load_run_parts(RunSettings(checkpoint=str(ckpt)))
+    again = load_run_parts(RunSettings(checkpoint=str(ckpt), seed=3, render=False))   # other settings: same parts
+    assert again[1] is first[1] and again[0] is first[0]
+    stat = ckpt.stat()
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))          # rewritten in place
+    assert load_run_parts(RunSettings(checkpoint=str(ckpt)))[1] is not first[1]
+    assert load_run_parts(RunSettings())[3] == str(DEFAULT_CHECKPOINT)
 
 
 def test_batch_runs_every_video_records_failures_and_resumes(inputs, tmp_path, capsys):
@@ -62,14 +85,16 @@ def test_batch_runs_every_video_records_failures_and_resumes(inputs, tmp_path, c
     for name in ("a/clip_mp4", "a/clip_mov", "b/deep/clip"):
         r = records[name]
         assert r["status"] == "done" and r["frames"] == 16 and r["frames_with_body"] > 8 and r["fps"] > 0
+        assert 200 < r["peak_mb"] < 4000                         # the worker's own high-water mark, in MB
         assert sorted(p.name for p in (out / name).iterdir()) == ["result.npz"]
     assert not (out / "b" / "broken").exists()
     # the same video through `run` gives the same result (deterministic with the seed)
     single = tmp_path / "single"
     assert main(["run", str(inputs / "a" / "clip.mp4"), "-o", str(single), "--no-render", "--export", "npz",
                  "--quiet"]) == 0
-    a, b = np.load(out / "a" / "clip_mp4" / "result.npz"), np.load(single / "result.npz")
-    np.testing.assert_allclose(a["joints3d"], b["joints3d"], atol=1e-4)
+    b = np.load(single / "result.npz")
+    for name in ("a/clip_mp4", "a/clip_mov"):      # the same clip twice: one of them ran on a worker's loaded model
+        np.testing.assert_allclose(np.load(out / name / "result.npz")["joints3d"], b["joints3d"], atol=1e-4)
     # a rerun skips the three finished videos, keeps their files and tries the broken one again
     stamp = (out / "a" / "clip_mp4" / "result.npz").stat().st_mtime_ns
     capsys.readouterr()

@@ -22,17 +22,18 @@ def real_batch(anny_body, test_split_fits):
 
 
 @pytest.mark.slow
-def test_overfit_drives_loss_down_10x(anny_body, real_batch):
+def test_overfit_drives_loss_down_20x(anny_body, real_batch):
+    # 80 steps: measured 38x on the total and 0.014x on the joints here (10x is passed by step 40)
     x, targets = real_batch
     assert x.shape == (4, 16, 17, 3)
     g = seed_everything(0)
     model = build_model(model_config("tiny"), anny_body)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = [train_step(model, anny_body, opt, x, targets, generator=g) for _ in range(300)]
+    losses = [train_step(model, anny_body, opt, x, targets, generator=g) for _ in range(80)]
     first = sum(l.total.item() for l in losses[:5]) / 5
     last = sum(l.total.item() for l in losses[-10:]) / 10
-    assert last * 10 <= first, f"loss went from {first:.3f} to {last:.3f}"
-    assert losses[-1].terms["joints3d"] < 0.25 * losses[0].terms["joints3d"]
+    assert last * 20 <= first, f"loss went from {first:.3f} to {last:.3f}"
+    assert losses[-1].terms["joints3d"] < 0.1 * losses[0].terms["joints3d"]
 
 
 def _tiny_settings(**kw):
