@@ -14,7 +14,7 @@ from diffmesh.errors import CheckpointError, SettingsError
 from diffmesh.keypoints import mediapipe_to_h36m, model_keypoints, world_h36m
 from diffmesh.losses import LossWeights, Targets, diffmesh_loss
 from diffmesh.model import build_model, model_config
-from diffmesh.paths import DEFAULT_CHECKPOINT
+from diffmesh.paths import WEIGHTS_DIR
 
 
 def _model(body, **overrides):
@@ -68,9 +68,25 @@ def test_paper_form_bounds_each_step(anny_body):
     assert steps["residual"] > 10 * steps["paper"]
 
 
+# The config fields added since the first shipped weights (issues 12-14); a checkpoint without them is old.
+NEWER_FIELDS = ("motion_form", "keypoint_inputs", "anchor", "denoiser_design", "refine", "refine_dim",
+                "adapter_rep_dim", "norm_eps")
+
+
 def test_old_checkpoints_load_in_the_form_they_were_trained_with(anny_body, tmp_path):
-    shipped = load_model(DEFAULT_CHECKPOINT, anny_body)
+    shipped = load_model(WEIGHTS_DIR / "baseline2_tiny_anny.pt", anny_body)      # shipped before these fields
     assert (shipped.cfg.motion_form, shipped.cfg.keypoint_inputs) == ("residual", "2d+vis")
+    # a DiffMesh checkpoint written before them (as the first shipped one was) reads as residual, 2d+vis
+    old = _model(anny_body, motion_form="residual")
+    save_checkpoint(tmp_path / "old.pt", old)
+    payload = torch.load(tmp_path / "old.pt", weights_only=True)
+    payload["config"] = {k: v for k, v in payload["config"].items() if k not in NEWER_FIELDS}
+    torch.save(payload, tmp_path / "old.pt")
+    again = load_model(tmp_path / "old.pt", anny_body)
+    assert (again.cfg.motion_form, again.cfg.keypoint_inputs, again.cfg.anchor) == ("residual", "2d+vis", "none")
+    x = torch.randn(1, 16, 17, 3)
+    with torch.no_grad():
+        assert torch.equal(again(x).rotmats, old(x).rotmats)
     # a new checkpoint keeps its own fields
     model = _model(anny_body, keypoint_inputs="2d+3d")
     save_checkpoint(tmp_path / "new.pt", model)

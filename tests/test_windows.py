@@ -11,7 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation, Slerp
 
 from diffmesh import diffusion
-from diffmesh.keypoints import mediapipe_to_h36m
+from diffmesh.keypoints import model_keypoints
 from diffmesh.paths import DEFAULT_CHECKPOINT, VIDEOS_DIR
 from diffmesh.pipeline import body_joints, cut_clips, recover_meshes, recover_motion, window_inputs
 from diffmesh.predict import predict_clips
@@ -169,10 +169,12 @@ def model(anny_body):
 
 
 @pytest.fixture(scope="module")
-def squats_keypoints():
-    """(65, 17, 3) pixels + confidence: BlazePose's landmarks of the bundled 5 fps squats video."""
+def squats_keypoints(model):
+    """(65, 17, C) what the shipped model reads, from BlazePose's landmarks of the bundled 5 fps squats video:
+    pixels + confidence, and for a 2d+3d model the root-relative metric joints from its 3D landmarks."""
     lm = np.array(json.loads((VIDEOS_DIR / "pexels_4838220_woman_squats_5fps.blazepose_2d.json").read_text()))
-    return mediapipe_to_h36m(lm[..., :2], np.full(lm.shape[:2], 0.9))
+    world = np.array(json.loads((VIDEOS_DIR / "pexels_4838220_woman_squats_5fps.blazepose_3d_world.json").read_text()))
+    return model_keypoints(lm[..., :2], np.full(lm.shape[:2], 0.9), world, model.cfg.keypoint_inputs)
 
 
 def test_chain_from_x_end_is_forward_and_from_its_own_state_too(model, squats_keypoints):
@@ -223,7 +225,7 @@ def test_other_rates_give_the_model_its_own_rate(model, squats_keypoints, window
     kp30 = squats_keypoints[:40]
     t30 = np.arange(40) / 30
     ref, ref_shape = _on_grid(model, kp30, t30, windows=windows)
-    kp60 = np.empty((79, 17, 3), np.float32)
+    kp60 = np.empty((79, *kp30.shape[1:]), np.float32)
     kp60[::2], kp60[1::2] = kp30, (kp30[:-1] + kp30[1:]) / 2
     rot, shape = _on_grid(model, kp60, np.arange(79) / 60, windows=windows)
     assert np.array_equal(rot[::2], ref) and np.array_equal(shape[0], ref_shape[0])
@@ -234,14 +236,15 @@ def test_other_rates_give_the_model_its_own_rate(model, squats_keypoints, window
 
     kp5, t5 = squats_keypoints[:12], np.arange(12) / 5.0
     t = np.arange(67) / 30
-    kp = np.stack([np.interp(t, t5, kp5[:, j, c]) for j in range(17) for c in range(3)], -1).reshape(67, 17, 3)
+    C = kp5.shape[-1]
+    kp = np.stack([np.interp(t, t5, kp5[:, j, c]) for j in range(17) for c in range(C)], -1).reshape(67, 17, C)
     ref, _ = _on_grid(model, kp.astype(np.float32), t, windows=windows)
     rot, _ = _on_grid(model, kp5, t5, windows=windows)
     assert np.abs(rot - ref[::6]).max() < 1e-4
 
     keep = np.sort(np.r_[0, 39, np.random.default_rng(3).choice(np.arange(1, 39), 22, replace=False)])
-    kp = np.stack([np.interp(t30, t30[keep], kp30[keep, j, c]) for j in range(17) for c in range(3)], -1)
-    ref, _ = _on_grid(model, kp.reshape(40, 17, 3).astype(np.float32), t30, windows=windows)
+    kp = np.stack([np.interp(t30, t30[keep], kp30[keep, j, c]) for j in range(17) for c in range(C)], -1)
+    ref, _ = _on_grid(model, kp.reshape(40, 17, C).astype(np.float32), t30, windows=windows)
     rot, _ = _on_grid(model, kp30[keep], t30[keep], windows=windows)
     assert np.abs(rot - ref[keep]).max() < 1e-4
 
