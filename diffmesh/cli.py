@@ -36,7 +36,8 @@ def _run_settings(args: argparse.Namespace):
     return RunSettings(checkpoint=args.checkpoint, device=args.device, body=args.body, smpl_path=args.smpl_path,
                        focal=args.focal, render=not args.no_render, side_view=args.side_view, exports=exports,
                        save_vertices=args.save_vertices, force=args.force, progress=not args.quiet,
-                       resample=not args.no_resample, windows=args.windows)
+                       resample=not args.no_resample, windows=args.windows, max_people=args.max_people,
+                       person=args.person)
 
 
 def _batch(args: argparse.Namespace) -> None:
@@ -233,6 +234,12 @@ def _run_options(p: argparse.ArgumentParser, default_output: str | None, batch: 
                    "the next window's state; experimental, the shipped weights were not trained for it)")
     p.add_argument("--no-resample", action="store_true", help="run the model on the video's own frames instead "
                    "of resampling each person's keypoints to the model's training rate (30 fps)")
+    p.add_argument("--max-people", type=int, default=1, metavar="N",
+                   help="1 (default): one person, MediaPipe's single-person tracker (fast); N > 1: the N most "
+                   "prominent people, 0: everyone, with MediaPipe's multi-person landmarker on the frame and three "
+                   "crops (several times slower; docs/people.md)")
+    p.add_argument("--person", type=int, default=None, metavar="ID",
+                   help="only the person with this id (0 = the most prominent; ids as --max-people 0 numbers them)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -147,11 +147,38 @@ def write_glb(path, body: BodyModel, rotmats, shape, translation, fps: float, va
     Raises:
         ValueError: inconsistent shapes or non-finite values.
     """
-    c = _prepare(body, rotmats, shape, translation, fps, valid)
-    T, K = c["local"].shape[:2]
+    write_glb_people(path, body, [(rotmats, shape, translation, valid)], fps, names=[""])
+
+
+def write_glb_people(path, body: BodyModel, people: list[tuple], fps: float, names: list[str] | None = None) -> None:
+    """One glTF binary with every person of a video: per person a mesh, a skin and an armature (its bones named
+    "<name>/<bone>", its root node "<name>"), all keyed in one animation "motion", so they play together in one
+    scene. `people`: (rotmats, shape, translation, valid) per person, as `write_glb` takes them, all T frames long;
+    `names`: one per person (default person0, person1, ...; "" leaves the names unprefixed, as `write_glb` does)."""
+    clips = [_prepare(body, r, s, t, fps, v) for r, s, t, v in people]
+    if not clips or len({len(c["local"]) for c in clips}) != 1:
+        raise ValueError("people must be a non-empty list of motions with the same number of frames")
+    names = names or [f"person{p}" for p in range(len(clips))]
     gltf = gl.GLTF2(asset=gl.Asset(generator="diffmesh"), scene=0)
     pack = _Packer(gltf)
-    f32 = np.float32
+    times = pack.add((np.arange(len(clips[0]["local"])) / fps).astype(np.float32), gl.SCALAR, gl.FLOAT, bounds=True)
+    anim = gl.Animation(name="motion")
+    roots = [_add_person(gltf, pack, anim, times, c, name) for c, name in zip(clips, names)]
+    gltf.scenes.append(gl.Scene(name="diffmesh", nodes=[n for pair in roots for n in pair]))
+    gltf.animations.append(anim)
+    blob = pack.blob()
+    gltf.buffers.append(gl.Buffer(byteLength=len(blob)))
+    gltf.set_binary_blob(blob)
+    _atomic_write(path, gltf.save_binary)
+
+
+def _add_person(gltf: gl.GLTF2, pack: "_Packer", anim: gl.Animation, times: int, c: dict, name: str
+                ) -> tuple[int, int]:
+    """One person's mesh, skin, bone nodes and animation channels (`_prepare`'s dict `c`), their names prefixed
+    with "<name>/" (none for ""); returns the scene's two nodes for it: the root bone and the skinned mesh."""
+    K, f32 = c["local"].shape[1], np.float32
+    first, mesh = len(gltf.nodes), len(gltf.meshes)
+    prefix = f"{name}/" if name else ""
     attributes = gl.Attributes(
         POSITION=pack.add(c["vertices"].astype(f32), gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER, bounds=True),
         NORMAL=pack.add(_normals(c["vertices"], c["faces"]).astype(f32), gl.VEC3, gl.FLOAT, gl.ARRAY_BUFFER),
@@ -160,22 +187,19 @@ def write_glb(path, body: BodyModel, rotmats, shape, translation, fps: float, va
                           gl.ARRAY_BUFFER),
         WEIGHTS_0=pack.add(c["weights"].astype(f32), gl.VEC4, gl.FLOAT, gl.ARRAY_BUFFER))
     faces = pack.add(c["faces"].reshape(-1).astype(np.uint32), gl.SCALAR, gl.UNSIGNED_INT, gl.ELEMENT_ARRAY_BUFFER)
-    gltf.meshes.append(gl.Mesh(name="body", primitives=[gl.Primitive(attributes=attributes, indices=faces)]))
+    gltf.meshes.append(gl.Mesh(name=f"{prefix}body",
+                               primitives=[gl.Primitive(attributes=attributes, indices=faces)]))
     ibm = np.tile(np.eye(4), (K, 1, 1))
     ibm[:, :3, 3] = -c["heads"]
     # glTF matrices are column-major.
-    skin = gl.Skin(name="skeleton", joints=list(range(K)), skeleton=0,
-                   inverseBindMatrices=pack.add(ibm.transpose(0, 2, 1).reshape(K, 16).astype(f32), gl.MAT4, gl.FLOAT))
-    gltf.skins.append(skin)
-    for k, (name, parent) in enumerate(zip(c["names"], c["parents"])):
+    gltf.skins.append(gl.Skin(name=f"{prefix}skeleton", joints=list(range(first, first + K)),
+                              skeleton=first, inverseBindMatrices=pack.add(
+                                  ibm.transpose(0, 2, 1).reshape(K, 16).astype(f32), gl.MAT4, gl.FLOAT)))
+    for k, (bone, parent) in enumerate(zip(c["names"], c["parents"])):
         offset = c["heads"][k] - (c["heads"][parent] if parent >= 0 else 0.0)
-        gltf.nodes.append(gl.Node(name=name, translation=offset.tolist(),
-                                  children=[j for j, p in enumerate(c["parents"]) if p == k]))
-    gltf.nodes.append(gl.Node(name="body", mesh=0, skin=0))
-    gltf.scenes.append(gl.Scene(name="diffmesh", nodes=[0, K]))
-
-    times = pack.add((np.arange(T) / fps).astype(f32), gl.SCALAR, gl.FLOAT, bounds=True)
-    anim = gl.Animation(name="motion")
+        gltf.nodes.append(gl.Node(name=f"{prefix}{bone}", translation=offset.tolist(),
+                                  children=[first + j for j, q in enumerate(c["parents"]) if q == k]))
+    gltf.nodes.append(gl.Node(name=f"{prefix}body", mesh=mesh, skin=len(gltf.skins) - 1))
 
     def channel(node: int, target: str, values: np.ndarray, kind: str, interpolation: str = gl.ANIM_LINEAR) -> None:
         anim.samplers.append(gl.AnimationSampler(input=times, output=pack.add(values.astype(f32), kind, gl.FLOAT),
@@ -185,14 +209,10 @@ def write_glb(path, body: BodyModel, rotmats, shape, translation, fps: float, va
 
     quats = _quaternions(c["local"])
     for k in range(K):
-        channel(k, "rotation", quats[:, k], gl.VEC4)
-    channel(0, "translation", c["root"], gl.VEC3)
-    channel(0, "scale", np.repeat(c["shown"].astype(float)[:, None], 3, 1), gl.VEC3, gl.ANIM_STEP)
-    gltf.animations.append(anim)
-    blob = pack.blob()
-    gltf.buffers.append(gl.Buffer(byteLength=len(blob)))
-    gltf.set_binary_blob(blob)
-    _atomic_write(path, gltf.save_binary)
+        channel(first + k, "rotation", quats[:, k], gl.VEC4)
+    channel(first, "translation", c["root"], gl.VEC3)
+    channel(first, "scale", np.repeat(c["shown"].astype(float)[:, None], 3, 1), gl.VEC3, gl.ANIM_STEP)
+    return first, first + K
 
 
 def write_bvh(path, body: BodyModel, rotmats, shape, translation, fps: float, valid=None) -> None:

@@ -20,6 +20,11 @@ file is the whole chain; each stage is one call, in this order:
    `render_overlay` (overlay.mp4, a second decoding pass), all into a staging folder that replaces OUTDIR only
    when complete (`outdir.py`).
 Frames without a person get no body: `valid` is False there and their joints are NaN.
+
+Several people (`--max-people`, `--person`): stage 1 is `find_people` (MediaPipe's multi-person landmarker on the
+frame and its crops, tracks by `video/people.py`, presence per track), stages 2-4 run per person
+(`recover_person`) in the one camera, and the outputs hold everyone (result.npz version 2, one armature per person
+in mesh.glb, a BVH per person, one colour per person in the overlay).
 """
 
 import functools
@@ -38,16 +43,17 @@ from .body.base import BodyModel
 from .camera import default_focal, place_in_camera, reprojection_error
 from .checkpoint import load_model, read_checkpoint
 from .errors import DiffMeshError
-from .export import write_bvh, write_glb
+from .export import write_bvh, write_glb_people
 from .keypoints import model_keypoints, normalize_clip
 from .model import DiffMeshModel
 from .outdir import staged_outdir
 from .paths import DEFAULT_CHECKPOINT
 from .predict import predict_clips
 from .render import MeshRenderer
-from .result import Result
+from .result import Result, save_people
 from .video.decode import VideoInfo, VideoWriter, iter_frames, probe_video
 from .video.detect import detect_keypoints
+from .video.people import detect_tracks
 from .video.pose import PoseTrack
 from .video.presence import Presence, decide_presence
 from .rotations import interpolate, slerp_at
@@ -77,6 +83,12 @@ class RunSettings:
     resample: bool = True           # run the model at its training rate (windows.TRAINING_FPS), not the video's
     windows: str = DEFAULT_WINDOWS  # windows.WINDOW_MODES: independent | blended | chained
     keypoint_workers: int | None = None   # MediaPipe processes; None: 2 on 2+ cores for long videos (video/detect.py)
+    max_people: int = 1             # 1: MediaPipe's single-person tracker; N > 1 or 0 (all): video/people.py
+    person: int | None = None       # only this person (its id from video/people.py's ranking)
+
+    @property
+    def several_people(self) -> bool:
+        return self.max_people != 1 or self.person is not None
 
 
 @dataclass
@@ -138,6 +150,24 @@ def find_person(video: str | Path, info: VideoInfo, progress: bool, workers: int
     if len(times) == 0:
         raise DiffMeshError(f"{video} has no decodable frames; check the file with another player")
     return track, times, decide_presence(track, info.fps, info.height)
+
+
+def find_people(video: str | Path, info: VideoInfo, settings: RunSettings
+                ) -> tuple[list[tuple[PoseTrack, Presence]], list[int], np.ndarray]:
+    """Stage 1 for every person: each person's track with its own presence, their ids and the frames'
+    timestamps. One person (`max_people` 1, no `person`): MediaPipe's single-person tracker (`find_person`), id 0;
+    else the multi-person landmarker and tracks (`video/people.py`), minus the tracks in which presence finds no
+    real person (no body is made for them)."""
+    if not settings.several_people:
+        track, times, presence = find_person(video, info, settings.progress, settings.keypoint_workers)
+        return [(track, presence)], [0], times
+    tracks, ids, times = detect_tracks(video, info.num_frames, settings.progress, settings.max_people or None,
+                                       settings.person)
+    if len(times) == 0:
+        raise DiffMeshError(f"{video} has no decodable frames; check the file with another player")
+    people = [(track, decide_presence(track, info.fps, info.height)) for track in tracks]
+    keep = [k for k, (_, presence) in enumerate(people) if presence.valid.any()]
+    return [people[k] for k in keep], [ids[k] for k in keep], times
 
 
 def keypoints_h36m(track: PoseTrack, inputs: str = "2d+vis") -> np.ndarray:
@@ -408,29 +438,65 @@ def make_result(track: PoseTrack, times: np.ndarray, presence: Presence, keypoin
         retarget_error_mm=retarget_error, vertices=vertices, faces=faces)
 
 
-def write_exports(staging: Path, exports: tuple[str, ...], result: Result, body: BodyModel, motion: Motion,
-                  fps: float) -> list[str]:
-    """result.npz, mesh.glb and motion.bvh (those asked for) into `staging`; returns the file names written."""
+def _root_translation(body: BodyModel, motion: Motion) -> np.ndarray:
+    """(T, 3) the root bone head in the camera (zeros where no body), what the exports place."""
+    offset = root_offset(body, motion.rotmats, motion.shapes)
+    return np.where(motion.valid[:, None], motion.translation + offset, 0).astype(np.float32)
+
+
+def write_exports(staging: Path, exports: tuple[str, ...], results: list[Result], ids: list[int], body: BodyModel,
+                  motions: list[Motion], fps: float, several: bool = False) -> list[str]:
+    """result.npz, mesh.glb and motion.bvh (those asked for) into `staging`; returns the file names written. One
+    person: result.npz version 1, one armature, motion.bvh. Several (`several`): result.npz version 2 with a person
+    axis, one armature per person ("person<id>") in mesh.glb, motion_person<id>.bvh each."""
     files = []
     if "npz" in exports:
-        result.save(staging / "result.npz")
+        if several:
+            save_people(staging / "result.npz", results, ids)
+        else:
+            results[0].save(staging / "result.npz")
         files.append("result.npz")
-    valid = motion.valid
-    root_translation = np.where(valid[:, None], motion.translation + root_offset(body, motion.rotmats, motion.shapes),
-                                0).astype(np.float32)
-    for name, file, write in (("glb", "mesh.glb", write_glb), ("bvh", "motion.bvh", write_bvh)):
-        if name in exports:
-            write(staging / file, body, motion.rotmats, result.shape_mean, root_translation, fps, valid)
-            files.append(file)
+    roots = [_root_translation(body, motion) for motion in motions]
+    if "glb" in exports:
+        write_glb_people(staging / "mesh.glb", body, [(m.rotmats, r.shape_mean, root, m.valid) for m, r, root
+                                                      in zip(motions, results, roots)], fps,
+                         names=[f"person{i}" for i in ids] if several else [""])
+        files.append("mesh.glb")
+    if "bvh" in exports:
+        for i, motion, result, root in zip(ids, motions, results, roots):
+            name = f"motion_person{i}.bvh" if several else "motion.bvh"
+            write_bvh(staging / name, body, motion.rotmats, result.shape_mean, root, fps, motion.valid)
+            files.append(name)
     return files
 
 
-def render_overlay(video, path: Path, info: VideoInfo, body: BodyModel, motion: Motion, camera: Camera,
+PERSON_COLORS = np.array([[0.55, 0.75, 1.0], [1.0, 0.62, 0.45], [0.6, 0.9, 0.55], [0.95, 0.8, 0.4],
+                          [0.8, 0.6, 1.0], [0.5, 0.9, 0.9]], np.float32)
+
+
+def _frame_vertices(body: BodyModel, motions: list[Motion], first: int, chunk: int) -> np.ndarray | None:
+    """Camera-frame vertices (n, P V, 3) of every person for frames first.., one mesh after the other; a person
+    not in a frame is folded onto one vertex of someone who is (a zero-area mesh, drawn as nothing)."""
+    sl = slice(first, first + chunk)
+    parts = [body_vertices(body, m.rotmats[sl], m.shapes[sl], m.translation[sl], m.valid[sl]) for m in motions]
+    out = np.stack(parts, 1)                                   # (n, P, V, 3), NaN where a person is not
+    present = np.isfinite(out[..., 0, 0])
+    anchor = np.where(present.any(1)[:, None], out[np.arange(len(out)), present.argmax(1), 0], 0.0)
+    out = np.where(present[..., None, None], out, anchor[:, None, None])
+    return out.reshape(len(out), -1, 3)
+
+
+def render_overlay(video, path: Path, info: VideoInfo, body: BodyModel, motions: list[Motion], camera: Camera,
                    side_view: bool, progress: bool, chunk: int = 32) -> None:
-    """Second decoding pass: the mesh drawn over every frame (frames without a person pass through unchanged).
-    Vertices are made `chunk` frames at a time, so memory does not grow with the video's length."""
-    renderer = MeshRenderer(info.width, info.height, body.faces.cpu().numpy(), camera.focal, camera.principal)
-    valid = motion.valid
+    """Second decoding pass: every person's mesh drawn over every frame (one colour each when there are several;
+    frames without anybody pass through unchanged). Vertices are made `chunk` frames at a time, so memory does not
+    grow with the video's length."""
+    faces = body.faces.cpu().numpy()
+    P, V = len(motions), body.num_vertices
+    colors = None if P == 1 else np.repeat(PERSON_COLORS[np.arange(P) % len(PERSON_COLORS)], V, 0)
+    renderer = MeshRenderer(info.width, info.height, np.concatenate([faces + p * V for p in range(P)]), camera.focal,
+                            camera.principal, vertex_colors=colors)
+    valid = np.any([m.valid for m in motions], axis=0)
     vertices, first = None, -chunk
     side_size = (info.height * 3 // 4 // 2 * 2, info.height)
     # superfast: 20 % less encoding time than veryfast at the same quality (CRF), for somewhat larger files.
@@ -442,8 +508,7 @@ def render_overlay(video, path: Path, info: VideoInfo, body: BodyModel, motion: 
             ok = i < len(valid) and valid[i]
             if ok and i >= first + chunk:
                 first = i
-                sl = slice(i, i + chunk)
-                vertices = body_vertices(body, motion.rotmats[sl], motion.shapes[sl], motion.translation[sl], valid[sl])
+                vertices = _frame_vertices(body, motions, i, chunk)
             image = renderer.render(vertices[i - first] if ok else None, frame.rgb)
             if side_view:
                 side = (renderer.render_side(vertices[i - first], side_size) if ok
@@ -462,7 +527,26 @@ class Stopwatch:
     def __call__(self, stage: str):
         t = time.perf_counter()
         yield
-        self.seconds[stage] = time.perf_counter() - t
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t   # summed over people
+
+
+def recover_person(parts: tuple, track: PoseTrack, presence: Presence, times: np.ndarray, info: VideoInfo,
+                   camera: Camera, settings: RunSettings, clock: Stopwatch) -> tuple[np.ndarray, Motion, float | None]:
+    """Stages 2-4 for one person: the keypoints (T, 17, 3) in the 2D layout, the body's motion in the camera and
+    the retargeting error (None unless the output body is not the checkpoint's)."""
+    body, model, model_body, _, rate = parts
+    with clock("diffmesh"):
+        keypoints = keypoints_h36m(track)
+        rotmats, shapes = recover_motion(model, keypoints_h36m(track, model.cfg.keypoint_inputs), times, presence,
+                                         info.fps, rate if settings.resample else None, settings.windows,
+                                         settings.batch_clips, settings.device, settings.seed)
+    retarget_error = None
+    if model_body is not body:
+        with clock("retarget"):
+            rotmats, shapes, retarget_error = to_output_body(model_body, body, rotmats, shapes, presence.valid)
+    with clock("body"):
+        motion = place_body(body, rotmats, shapes, keypoints, presence, camera, info.fps)
+    return keypoints, motion, retarget_error
 
 
 def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = RunSettings()) -> RunSummary:
@@ -472,38 +556,38 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
         raise DiffMeshError(f"unknown export(s) {sorted(unknown)}; choose from {','.join(EXPORTS)}")
     if settings.windows not in WINDOW_MODES:
         raise DiffMeshError(f"unknown windows {settings.windows!r}; choose from {', '.join(WINDOW_MODES)}")
+    if settings.max_people < 0:
+        raise DiffMeshError(f"--max-people must be 0 (everyone) or a positive number, got {settings.max_people}")
     t_start = time.perf_counter()
     info = probe_video(video)
     clock = Stopwatch()
     with staged_outdir(outdir, settings.force) as staging:
         with clock("setup"):
-            body, model, model_body, checkpoint, rate = load_run_parts(settings)
+            parts = load_run_parts(settings)
         with clock("decode+keypoints"):
-            track, times, presence = find_person(video, info, settings.progress, settings.keypoint_workers)
-        if not presence.valid.any():
-            raise DiffMeshError(f"no person found in {video} (MediaPipe found no plausible body in any of "
+            people, ids, times = find_people(video, info, settings)
+        if not any(presence.valid.any() for _, presence in people):
+            who = f"person {settings.person}" if settings.person is not None else "person"
+            raise DiffMeshError(f"no {who} found in {video} (MediaPipe found no plausible body in any of "
                                 f"{len(times)} frames); use a video in which one whole person is in view")
-        with clock("diffmesh"):
-            keypoints = keypoints_h36m(track)
-            rotmats, shapes = recover_motion(model, keypoints_h36m(track, model.cfg.keypoint_inputs), times, presence,
-                                             info.fps, rate if settings.resample else None, settings.windows,
-                                             settings.batch_clips, settings.device, settings.seed)
-        retarget_error = None
-        if model_body is not body:
-            with clock("retarget"):
-                rotmats, shapes, retarget_error = to_output_body(model_body, body, rotmats, shapes, presence.valid)
-        with clock("body"):
-            camera = Camera.for_video(info, settings.focal)
-            motion = place_body(body, rotmats, shapes, keypoints, presence, camera, info.fps)
+        camera = Camera.for_video(info, settings.focal)
+        recovered = [recover_person(parts, track, presence, times, info, camera, settings, clock)
+                     for track, presence in people]
         with clock("export"):
-            result = make_result(track, times, presence, keypoints, motion, camera, info, body, model, checkpoint,
-                                 retarget_error, settings.save_vertices)
-            files = write_exports(staging, settings.exports, result, body, motion, info.fps)
+            body, model, _, checkpoint, _ = parts
+            results = [make_result(track, times, presence, keypoints, motion, camera, info, body, model, checkpoint,
+                                   error, settings.save_vertices)
+                       for (track, presence), (keypoints, motion, error) in zip(people, recovered)]
+            motions = [motion for _, motion, _ in recovered]
+            files = write_exports(staging, settings.exports, results, ids, body, motions, info.fps,
+                                  settings.several_people)
         if settings.render:
             with clock("render"):
-                render_overlay(video, staging / "overlay.mp4", info, body, motion, camera, settings.side_view,
+                render_overlay(video, staging / "overlay.mp4", info, body, motions, camera, settings.side_view,
                                settings.progress)
             files.append("overlay.mp4")
     clock.seconds["total"] = time.perf_counter() - t_start
-    return RunSummary(str(video), str(Path(outdir)), len(times), int(presence.valid.sum()), presence.num_tracks, info.fps,
-                      clock.seconds, files)
+    valid = np.any([m.valid for m in motions], axis=0)
+    tracks = people[0][1].num_tracks if not settings.several_people else len(people)
+    return RunSummary(str(video), str(Path(outdir)), len(times), int(valid.sum()), tracks, info.fps, clock.seconds,
+                      files)

@@ -5,6 +5,12 @@ T frames, K bones, S shape values, V vertices. Frames where `valid` is False hav
 The file holds plain arrays only (strings as numpy unicode, the reprojection report as a JSON string), so
 `numpy.load` reads it without `allow_pickle`; `format_version` says which layout it has (files written before the
 key existed are version 1).
+
+Version 2 holds several people (`diffmesh run --max-people`, `save_people`): every per-frame array with a leading
+person axis (P, T, ...), `shape_mean` (P, S), `reprojection` a JSON list, `retarget_error_mm` (P,), `person_id` (P,)
+the people's track numbers (0 the most prominent); the rest is shared. `Result.load` reads one person of it (the
+first unless told), so code written for one person reads the main person of a multi-person file; `load_people`
+reads them all.
 """
 
 import json
@@ -16,6 +22,9 @@ import numpy as np
 from .errors import DataError
 
 FORMAT_VERSION = 1
+PEOPLE_FORMAT_VERSION = 2
+_PER_FRAME = ("valid", "joints3d", "translation", "pose_rotmats", "shape", "keypoints2d", "landmarks2d",
+              "mediapipe_world", "track_id", "vertices")
 _OPTIONAL = ("retarget_error_mm", "vertices", "faces")
 _STRINGS = ("body_model", "body_version", "checkpoint", "method")
 _SCALARS = ("fps", "focal", "retarget_error_mm")
@@ -74,16 +83,18 @@ class Result:
         np.savez_compressed(path, **self.arrays())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Result":
-        """Read a result.npz written by `save` (or by an older diffmesh of the same format version)."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path} is not a readable result.npz ({e}); run `diffmesh run` again") from None
-        version = int(arrays.pop("format_version", 1))
-        if version != FORMAT_VERSION:
-            raise DataError(f"{path} has result format {version}; this diffmesh reads format {FORMAT_VERSION}")
+    def load(cls, path: str | Path, person: int = 0) -> "Result":
+        """Read a result.npz written by `save` (or by an older diffmesh of the same format version); of a
+        several-people file (version 2), the person at index `person`."""
+        arrays, version = _read(path)
+        if version == PEOPLE_FORMAT_VERSION:
+            count = len(arrays["person_id"])
+            if not 0 <= person < count:
+                raise DataError(f"{path} holds {count} people; choose a person from 0 to {count - 1}")
+            arrays = _one_person(arrays, person)
+        elif version != FORMAT_VERSION:
+            raise DataError(f"{path} has result format {version}; this diffmesh reads formats {FORMAT_VERSION} and "
+                            f"{PEOPLE_FORMAT_VERSION}")
         names = {f.name for f in fields(cls)}
         missing = sorted(names - set(arrays) - set(_OPTIONAL))
         if missing:
@@ -96,3 +107,49 @@ class Result:
                 values[k] = float(values[k])
         values["reprojection"] = json.loads(str(values["reprojection"]))
         return cls(**values)
+
+
+def _read(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is not a readable result.npz ({e}); run `diffmesh run` again") from None
+    return arrays, int(arrays.pop("format_version", 1))
+
+
+def _one_person(arrays: dict[str, np.ndarray], p: int) -> dict[str, np.ndarray]:
+    """A version-2 file's arrays cut to person p, in the version-1 layout."""
+    out = {k: (v[p] if k in _PER_FRAME or k == "shape_mean" else v) for k, v in arrays.items() if k != "person_id"}
+    out["reprojection"] = np.str_(json.dumps(json.loads(str(arrays["reprojection"]))[p]))
+    if "retarget_error_mm" in arrays:
+        error = float(arrays["retarget_error_mm"][p])
+        out.pop("retarget_error_mm")
+        if np.isfinite(error):
+            out["retarget_error_mm"] = np.float64(error)
+    return out
+
+
+def save_people(path: str | Path, results: list[Result], person_ids) -> None:
+    """Several people's results of one video (same frames) as one version-2 result.npz."""
+    per = [r.arrays() for r in results]
+    arrays = {}
+    for key, value in per[0].items():
+        if key in _PER_FRAME or key == "shape_mean":
+            arrays[key] = np.stack([a[key] for a in per])
+        elif key == "reprojection":
+            arrays[key] = np.str_(json.dumps([r.reprojection for r in results]))
+        elif key == "retarget_error_mm":
+            arrays[key] = np.array([np.nan if r.retarget_error_mm is None else r.retarget_error_mm for r in results])
+        else:
+            arrays[key] = value
+    arrays["format_version"] = np.int64(PEOPLE_FORMAT_VERSION)
+    arrays["person_id"] = np.asarray(person_ids, np.int64)
+    np.savez_compressed(path, **arrays)
+
+
+def load_people(path: str | Path) -> list[Result]:
+    """Every person of a result.npz: one for a version-1 file, all of a version-2 file."""
+    arrays, version = _read(path)
+    count = len(arrays["person_id"]) if version == PEOPLE_FORMAT_VERSION else 1
+    return [Result.load(path, p) for p in range(count)]

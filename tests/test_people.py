@@ -135,17 +135,71 @@ def test_both_people_of_a_pose2sim_view_are_tracked_without_switches():
     assert _coverage(tracks, px, [v[:T] for v in inside])[1] == []
 
 
-def test_the_demo_clip_gives_the_man_on_the_box_and_the_woman_below_as_two_tracks():
-    """The bundled demo: a man on a box (upper half of the frame) and a woman walking on the floor below him.
-    The two most prominent tracks are one each, and no track holds both (its hips would cross the box's edge)."""
+@pytest.fixture(scope="module")
+def demo_people(tmp_path_factory):
+    """`diffmesh run --max-people 0` on the bundled demo (a man on a box, a woman walking on the floor below)."""
+    from diffmesh.cli import main
     from diffmesh.paths import VIDEOS_DIR
-    from diffmesh.video.multi_pose import detect_people
 
-    frames = detect_people(VIDEOS_DIR / "sports2d_demo_walk_jumpingjacks_flip.mp4", tiles=True)
-    tracks = track_people(frames, 30.0)
-    hips_y = [np.nanmean(tr.landmarks[tr.returned][:, [23, 24], 1], 1) for tr in tracks]
-    on_box = [bool((y < 360).all()) for y in hips_y]
-    on_floor = [bool((y > 400).all()) for y in hips_y]
+    out = tmp_path_factory.mktemp("people") / "demo"
+    assert main(["run", str(VIDEOS_DIR / "sports2d_demo_walk_jumpingjacks_flip.mp4"), "-o", str(out),
+                 "--max-people", "0", "--quiet"]) == 0
+    return out
+
+
+def test_the_demo_gives_the_man_on_the_box_and_the_woman_below_as_two_people(demo_people):
+    """The two most prominent people are one each, and nobody's track holds both (its hips would cross the
+    box's edge); each person's body follows their own keypoints."""
+    from diffmesh.result import Result, load_people
+
+    people = load_people(demo_people / "result.npz")
+    assert len(people) >= 2 and np.array_equal(Result.load(demo_people / "result.npz").valid, people[0].valid)
+    hips_y = [np.nanmean(p.landmarks2d[p.valid][:, [23, 24], 1], 1) for p in people]
+    on_box, on_floor = [bool((y < 360).all()) for y in hips_y], [bool((y > 400).all()) for y in hips_y]
     assert on_box[:2].count(True) == 1 and on_floor[:2].count(True) == 1
-    assert all(a or b for a, b in zip(on_box, on_floor))         # every track is one person's
-    assert min(tr.returned.sum() for tr in tracks[:2]) >= 150       # measured 162 and 168 frames
+    assert all(a or b for a, b in zip(on_box, on_floor))
+    assert min(p.valid.sum() for p in people[:2]) >= 150              # measured 160 and 161 frames
+    assert all(p.reprojection["percent_of_height"] < 8 for p in people[:2])     # measured 4.9 and 5.8 %
+    assert (people[0].valid & people[1].valid).sum() >= 100
+    for p in people:                                   # in one camera, where a body is there
+        assert np.isfinite(p.translation[p.valid]).all() and (p.translation[p.valid, 2] > 1).all()
+
+
+def test_the_demo_exports_hold_every_person(demo_people):
+    import pygltflib
+    from bvh import Bvh
+
+    from diffmesh.result import load_people
+    from diffmesh.video.decode import iter_frames, probe_video
+
+    people = load_people(demo_people / "result.npz")
+    gltf = pygltflib.GLTF2().load(str(demo_people / "mesh.glb"))
+    assert len(gltf.skins) == len(gltf.meshes) == len(people) and len(gltf.animations) == 1
+    roots = [gltf.nodes[n].name for n in gltf.scenes[0].nodes]
+    assert roots == [name for i in range(len(people)) for name in (f"person{i}/root", f"person{i}/body")]
+    animated = {c.target.node for c in gltf.animations[0].channels}
+    assert all(skin.joints[0] in animated for skin in gltf.skins)      # every armature moves
+    for i, person in enumerate(people):
+        motion = Bvh((demo_people / f"motion_person{i}.bvh").read_text())
+        assert motion.nframes == len(person.valid)
+    assert not (demo_people / "motion.bvh").exists()
+    assert probe_video(demo_people / "overlay.mp4").num_frames == len(people[0].valid)
+    # both people drawn, each in its own colour, in a frame where both are seen
+    both = np.where(people[0].valid & people[1].valid)[0]
+    t = int(both[len(both) // 2])
+    frame = next(f.rgb for f in iter_frames(demo_people / "overlay.mp4") if f.index == t).astype(float)
+    tints = []
+    for person in people[:2]:
+        x, y = person.keypoints2d[t, 0, :2].astype(int)                 # the pelvis, on the mesh
+        patch = frame[y - 3:y + 4, x - 3:x + 4].reshape(-1, 3).mean(0)
+        tints.append(patch / patch.sum())
+    assert np.abs(tints[0] - tints[1]).max() > 0.05
+
+
+def test_a_negative_person_count_gets_one_line_and_no_output(tmp_path, capsys):
+    from diffmesh.cli import main
+    from diffmesh.paths import VIDEOS_DIR
+
+    video = str(VIDEOS_DIR / "sports2d_demo_walk_jumpingjacks_flip.mp4")
+    assert main(["run", video, "-o", str(tmp_path / "x"), "--max-people", "-1"]) == 2
+    assert "--max-people" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -107,3 +107,33 @@ def track_people(frames: list[People], fps: float, settings: TrackSettings = Tra
             tracks.append(_as_pose_track(frames, rows))
     tracks.sort(key=lambda tr: -prominence(tr, settings.min_visibility))
     return tracks[:max_people] if max_people is not None else tracks
+
+
+def detect_tracks(video, total: int | None = None, progress: bool = True, max_people: int | None = None,
+                  person: int | None = None, settings: TrackSettings = TrackSettings()
+                  ) -> tuple[list[PoseTrack], list[int], np.ndarray]:
+    """The people of a video as `diffmesh run --max-people` finds them: the landmarker on every frame and its
+    crops (`multi_pose.MultiPoseEstimator(tiles=True)`), then `track_people`. Returns the tracks, their ids (their
+    rank of prominence, the same whatever `max_people` keeps) and the frames' timestamps (T,). `person`: only the
+    track with that id (none when there is no such person)."""
+    from tqdm import tqdm
+
+    from .decode import iter_frames
+    from .multi_pose import MultiPoseEstimator
+
+    frames, times, fps = [], [], None
+    with MultiPoseEstimator(tiles=True) as estimator:
+        for frame in tqdm(iter_frames(video), total=total, desc="people", unit="frame", disable=not progress,
+                          leave=False):
+            frames.append(estimator.process(frame.rgb, frame.time_s))
+            times.append(frame.time_s)
+    times = np.asarray(times, np.float64)
+    if len(times) > 1:
+        fps = (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+    tracks = track_people(frames, fps or 30.0, settings)
+    ids = list(range(len(tracks)))
+    if person is not None:
+        ids = [person] if 0 <= person < len(tracks) else []
+    if max_people:
+        ids = ids[:max_people]
+    return [tracks[i] for i in ids], ids, times
