@@ -50,8 +50,9 @@ def _child(spec: dict, timeout: float = 3600) -> tuple[dict, float, float | None
     return {**json.loads(result[-1][len("BENCH_RESULT "):]), "load_1min_at_start": load}, wall, sampler.peak_mb
 
 
-def synthetic_keypoints(T: int, seed: int = 0) -> np.ndarray:
-    """(T, 17, 3) pixels + confidence: a person-sized 2D skeleton in a 1280x720 frame that sways and drifts."""
+def synthetic_keypoints(T: int, seed: int = 0, inputs: str = "2d+vis") -> np.ndarray:
+    """(T, 17, 3) pixels + confidence: a person-sized 2D skeleton in a 1280x720 frame that sways and drifts; for a
+    "2d+3d" model (T, 17, 6), with the same skeleton as root-relative metres (flat, 400 px a metre) after it."""
     from ..body import H36M_PARENTS
 
     rng = np.random.default_rng(seed)
@@ -63,7 +64,10 @@ def synthetic_keypoints(T: int, seed: int = 0) -> np.ndarray:
     xy = pose[None] + 40 * np.sin(2 * np.pi * 0.5 * t + np.arange(17)[None, :, None]) + [640, 360]
     xy = xy + rng.normal(0, 2, xy.shape)
     conf = np.full((T, 17, 1), 0.9)
-    return np.concatenate([xy, conf], -1).astype(np.float32)
+    kp = np.concatenate([xy, conf], -1)
+    if inputs == "2d+3d":
+        kp = np.concatenate([kp, (xy - xy[:, :1]) / 400.0, np.zeros((T, 17, 1))], -1)
+    return kp.astype(np.float32)
 
 
 def _child_model(spec: dict) -> dict:
@@ -77,7 +81,7 @@ def _child_model(spec: dict) -> dict:
     T, device = spec["frames"], spec["device"]
     body = load_body("anny")
     model = load_model(DEFAULT_CHECKPOINT, body, expect={"input": "keypoints"}).to(device).eval()
-    keypoints = synthetic_keypoints(T)
+    keypoints = synthetic_keypoints(T, inputs=model.cfg.keypoint_inputs)
     presence = Presence(np.ones(T, bool), np.zeros(T, np.int64), np.full(T, "ok"), np.ones(T, np.float32))
     clips = cut_clips(presence, model.cfg.num_frames)
 
@@ -129,7 +133,7 @@ def bench_growth(opts: BenchOptions, device: torch.device, rec: Recorder, cache:
         medians.append(float(np.median(res["seconds"])))
         mems.append(max(res["peak_rss_mb"], tree_peak or 0.0))
         rec.emit(timing_line(
-            "growth", "model", f"T={T}", res["seconds"], T, model_repeats, 1, input="synthetic keypoints (T, 17, 3)",
+            "growth", "model", f"T={T}", res["seconds"], T, model_repeats, 1, input="synthetic keypoints (T, 17, C)",
             clips=res["clips"], diffmesh_median_s=float(np.median(res["diffmesh_s"])),
             body_median_s=float(np.median(res["body_s"])), subprocess_wall_s=wall,
             load_1min_at_start=res["load_1min_at_start"],
