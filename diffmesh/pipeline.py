@@ -17,7 +17,7 @@ file is the whole chain; each stage is one call, in this order:
    unless `--focal`, principal point at the centre) by the translation that best reprojects its joints onto
    the keypoints, smoothed over each run of frames.
 5. outputs: `make_result` (`result.py`: result.npz), `write_exports` (mesh.glb, motion.bvh) and
-   `render_overlay` (overlay.mp4, a second decoding pass), all into a staging folder that replaces OUTDIR only
+   `overlay.render_overlay` (overlay.mp4, a second decoding pass), all into a staging folder that replaces OUTDIR only
    when complete (`outdir.py`).
 Frames without a person get no body: `valid` is False there and their joints are NaN.
 
@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .body import H36M_JOINT_NAMES, load_body
 from .body.base import BodyModel
@@ -47,16 +46,17 @@ from .export import write_bvh, write_glb_people
 from .keypoints import model_keypoints, normalize_clip
 from .model import DiffMeshModel
 from .outdir import staged_outdir
+from .overlay import render_overlay
 from .paths import DEFAULT_CHECKPOINT
 from .predict import predict_clips
-from .render import MeshRenderer
 from .result import Result, save_people
-from .video.decode import VideoInfo, VideoWriter, iter_frames, probe_video
+from .video.decode import VideoInfo, probe_video
 from .video.detect import detect_keypoints
 from .video.people import detect_tracks
 from .video.pose import PoseTrack
 from .video.presence import Presence, decide_presence
 from .rotations import interpolate, slerp_at
+from .world import World, ankle_height, fit_ground, for_exports
 from .windows import (DEFAULT_WINDOWS, WINDOW_MODES, RunPlan, model_rate, person_shapes, plan_runs, stitch,
                       window_samples, window_weights)
 
@@ -411,11 +411,20 @@ def place_body(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray, keypoin
     return Motion(rotmats, shapes, translation, joints_cam, presence.valid)
 
 
+def find_world(body: BodyModel, recovered: list[tuple[np.ndarray, Motion, float | None]], fps: float
+               ) -> World | None:
+    """Stage 4b: the ground and a z-up world frame from everyone's planted feet (`world.py`), for a static camera;
+    None without enough evidence (the outputs then stay in the camera frame)."""
+    people = [(m.joints_cam, keypoints, m.valid, ankle_height(body, m.shapes[m.valid].mean(0)))
+              for keypoints, m, _ in recovered if m.valid.any()]
+    return fit_ground(people, fps)
+
+
 # ---------------------------------------------------------------- 5. outputs
 
 def make_result(track: PoseTrack, times: np.ndarray, presence: Presence, keypoints: np.ndarray, motion: Motion,
                 camera: Camera, info: VideoInfo, body: BodyModel, model: DiffMeshModel, checkpoint: str,
-                retarget_error: float | None, save_vertices: bool) -> Result:
+                retarget_error: float | None, save_vertices: bool, world: World | None = None) -> Result:
     valid, skeleton = motion.valid, body.skeleton()
     vertices = faces = None
     if save_vertices:                                # 256 frames at a time: float32 vertices of long videos are big
@@ -435,7 +444,10 @@ def make_result(track: PoseTrack, times: np.ndarray, presence: Presence, keypoin
         bone_parents=np.array(skeleton.parents), joint_names=np.array(H36M_JOINT_NAMES),
         checkpoint=Path(checkpoint).name, method=model.cfg.method,
         reprojection=reprojection_error(motion.joints_cam, keypoints, valid, camera.focal, camera.principal),
-        retarget_error_mm=retarget_error, vertices=vertices, faces=faces)
+        retarget_error_mm=retarget_error, vertices=vertices, faces=faces,
+        world_from_camera=None if world is None else world.world_from_camera,
+        joints3d_world=None if world is None else world.to_world(motion.joints_cam).astype(np.float32),
+        camera_height_m=None if world is None else world.camera_height_m)
 
 
 def _root_translation(body: BodyModel, motion: Motion) -> np.ndarray:
@@ -445,10 +457,11 @@ def _root_translation(body: BodyModel, motion: Motion) -> np.ndarray:
 
 
 def write_exports(staging: Path, exports: tuple[str, ...], results: list[Result], ids: list[int], body: BodyModel,
-                  motions: list[Motion], fps: float, several: bool = False) -> list[str]:
+                  motions: list[Motion], fps: float, several: bool = False, world: World | None = None) -> list[str]:
     """result.npz, mesh.glb and motion.bvh (those asked for) into `staging`; returns the file names written. One
     person: result.npz version 1, one armature, motion.bvh. Several (`several`): result.npz version 2 with a person
-    axis, one armature per person ("person<id>") in mesh.glb, motion_person<id>.bvh each."""
+    axis, one armature per person ("person<id>") in mesh.glb, motion_person<id>.bvh each. With a `world`, the GLB
+    and BVH are in it (Y up along gravity, the ground at Y = 0), else in the camera frame."""
     files = []
     if "npz" in exports:
         if several:
@@ -456,65 +469,20 @@ def write_exports(staging: Path, exports: tuple[str, ...], results: list[Result]
         else:
             results[0].save(staging / "result.npz")
         files.append("result.npz")
-    roots = [_root_translation(body, motion) for motion in motions]
+    moved = [(m.rotmats, _root_translation(body, m)) for m in motions]
+    if world is not None:                  # frames without a body hold the last pose (export.py): any value does
+        moved = [for_exports(world, rotmats, root) for rotmats, root in moved]
     if "glb" in exports:
-        write_glb_people(staging / "mesh.glb", body, [(m.rotmats, r.shape_mean, root, m.valid) for m, r, root
-                                                      in zip(motions, results, roots)], fps,
+        write_glb_people(staging / "mesh.glb", body, [(rotmats, r.shape_mean, root, m.valid) for (rotmats, root), m, r
+                                                      in zip(moved, motions, results)], fps,
                          names=[f"person{i}" for i in ids] if several else [""])
         files.append("mesh.glb")
     if "bvh" in exports:
-        for i, motion, result, root in zip(ids, motions, results, roots):
+        for i, (rotmats, root), motion, result in zip(ids, moved, motions, results):
             name = f"motion_person{i}.bvh" if several else "motion.bvh"
-            write_bvh(staging / name, body, motion.rotmats, result.shape_mean, root, fps, motion.valid)
+            write_bvh(staging / name, body, rotmats, result.shape_mean, root, fps, motion.valid)
             files.append(name)
     return files
-
-
-PERSON_COLORS = np.array([[0.55, 0.75, 1.0], [1.0, 0.62, 0.45], [0.6, 0.9, 0.55], [0.95, 0.8, 0.4],
-                          [0.8, 0.6, 1.0], [0.5, 0.9, 0.9]], np.float32)
-
-
-def _frame_vertices(body: BodyModel, motions: list[Motion], first: int, chunk: int) -> np.ndarray | None:
-    """Camera-frame vertices (n, P V, 3) of every person for frames first.., one mesh after the other; a person
-    not in a frame is folded onto one vertex of someone who is (a zero-area mesh, drawn as nothing)."""
-    sl = slice(first, first + chunk)
-    parts = [body_vertices(body, m.rotmats[sl], m.shapes[sl], m.translation[sl], m.valid[sl]) for m in motions]
-    out = np.stack(parts, 1)                                   # (n, P, V, 3), NaN where a person is not
-    present = np.isfinite(out[..., 0, 0])
-    anchor = np.where(present.any(1)[:, None], out[np.arange(len(out)), present.argmax(1), 0], 0.0)
-    out = np.where(present[..., None, None], out, anchor[:, None, None])
-    return out.reshape(len(out), -1, 3)
-
-
-def render_overlay(video, path: Path, info: VideoInfo, body: BodyModel, motions: list[Motion], camera: Camera,
-                   side_view: bool, progress: bool, chunk: int = 32) -> None:
-    """Second decoding pass: every person's mesh drawn over every frame (one colour each when there are several;
-    frames without anybody pass through unchanged). Vertices are made `chunk` frames at a time, so memory does not
-    grow with the video's length."""
-    faces = body.faces.cpu().numpy()
-    P, V = len(motions), body.num_vertices
-    colors = None if P == 1 else np.repeat(PERSON_COLORS[np.arange(P) % len(PERSON_COLORS)], V, 0)
-    renderer = MeshRenderer(info.width, info.height, np.concatenate([faces + p * V for p in range(P)]), camera.focal,
-                            camera.principal, vertex_colors=colors)
-    valid = np.any([m.valid for m in motions], axis=0)
-    vertices, first = None, -chunk
-    side_size = (info.height * 3 // 4 // 2 * 2, info.height)
-    # superfast: 20 % less encoding time than veryfast at the same quality (CRF), for somewhat larger files.
-    with VideoWriter(path, info.rate or info.fps, info.width + (side_size[0] if side_view else 0), info.height,
-                     preset="superfast") as writer:
-        for frame in tqdm(iter_frames(video), total=len(valid), desc="render", unit="frame", disable=not progress,
-                          leave=False):
-            i = frame.index
-            ok = i < len(valid) and valid[i]
-            if ok and i >= first + chunk:
-                first = i
-                vertices = _frame_vertices(body, motions, i, chunk)
-            image = renderer.render(vertices[i - first] if ok else None, frame.rgb)
-            if side_view:
-                side = (renderer.render_side(vertices[i - first], side_size) if ok
-                        else np.zeros((side_size[1], side_size[0], 3), np.uint8))
-                image = np.concatenate([image, side], 1)
-            writer.write(image)
 
 
 class Stopwatch:
@@ -573,14 +541,16 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
         camera = Camera.for_video(info, settings.focal)
         recovered = [recover_person(parts, track, presence, times, info, camera, settings, clock)
                      for track, presence in people]
+        body, model, _, checkpoint, _ = parts
+        with clock("world"):
+            world = find_world(body, recovered, info.fps)
         with clock("export"):
-            body, model, _, checkpoint, _ = parts
             results = [make_result(track, times, presence, keypoints, motion, camera, info, body, model, checkpoint,
-                                   error, settings.save_vertices)
+                                   error, settings.save_vertices, world)
                        for (track, presence), (keypoints, motion, error) in zip(people, recovered)]
             motions = [motion for _, motion, _ in recovered]
             files = write_exports(staging, settings.exports, results, ids, body, motions, info.fps,
-                                  settings.several_people)
+                                  settings.several_people, world)
         if settings.render:
             with clock("render"):
                 render_overlay(video, staging / "overlay.mp4", info, body, motions, camera, settings.side_view,

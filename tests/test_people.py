@@ -165,6 +165,34 @@ def test_the_demo_gives_the_man_on_the_box_and_the_woman_below_as_two_people(dem
         assert np.isfinite(p.translation[p.valid]).all() and (p.translation[p.valid, 2] > 1).all()
 
 
+def test_the_demo_people_stand_in_one_world(demo_people):
+    """A z-up world from their planted feet: the same for everyone, the woman's planted feet on its ground, the
+    man on the box a box's height above it, and the GLB's bodies standing on its floor (Y up)."""
+    import pygltflib
+
+    from diffmesh.result import load_people
+    from diffmesh.world import ANKLES, planted
+
+    people = load_people(demo_people / "result.npz")
+    heights = {p.camera_height_m for p in people}
+    assert len(heights) == 1 and 1.0 < heights.pop() < 4.0                 # measured 2.24 m
+    hips_y = [np.nanmean(p.landmarks2d[p.valid][:, [23, 24], 1], 1).mean() for p in people[:2]]
+    woman, man = (people[0], people[1]) if hips_y[0] > hips_y[1] else (people[1], people[0])
+    feet = woman.joints3d_world[:, list(ANKLES)][planted(woman.keypoints2d, woman.valid, woman.fps)]
+    assert len(feet) >= 20 and abs(np.median(feet[:, 2]) - 0.07) < 0.05      # on the ground (ankle 7 cm up)
+    box = np.nanmedian(man.joints3d_world[man.valid][:, list(ANKLES), 2])
+    assert 1.0 < box < 2.5                                                  # measured 1.86 m
+    gltf = pygltflib.GLTF2().load(str(demo_people / "mesh.glb"))
+    blob = gltf.binary_blob()
+    for channel in gltf.animations[0].channels:
+        if channel.target.path == "translation" and gltf.nodes[channel.target.node].name == "person0/root":
+            acc = gltf.accessors[gltf.animations[0].samplers[channel.sampler].output]
+            view = gltf.bufferViews[acc.bufferView]
+            root = np.frombuffer(blob, np.float32, acc.count * 3, view.byteOffset + (acc.byteOffset or 0))
+            height = np.median(root.reshape(-1, 3)[people[0].valid, 1])
+            assert abs(height - np.median(people[0].joints3d_world[people[0].valid, 0, 2])) < 0.05
+
+
 def test_the_demo_exports_hold_every_person(demo_people):
     import pygltflib
     from bvh import Bvh

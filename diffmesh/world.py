@@ -1,0 +1,161 @@
+"""A world frame for a static camera: z up along gravity, the ground at z = 0, from everyone's planted feet.
+
+Gravity is the bodies' up: the median direction from the ankles to the head over everyone's frames, which must
+lie within `MAX_TILT_DEG` of the camera's up (-y; people are filmed roughly upright). Where a foot stands still
+in the image it is on the ground, so the ground's height along that up is the level of the lowest group of such
+planted ankles that holds a tenth of them (people standing on a box form a group above it; `floor_level`),
+lowered by the ankle's height above the sole (the body's own, at each person's shape). The world frame: z along
+gravity's up, x the camera's x axis laid on the ground, origin the point of the ground under the camera;
+`world_from_camera` maps camera points to it, so the camera's height is its z.
+
+Without enough planted-foot evidence (fewer than `MIN_CONTACTS` planted ankles, or no level that holds a tenth of
+them and at least 10) there is no world frame and the outputs stay in the camera frame. The camera must not move:
+a moving camera's planted feet do not stay still in the image, so there is usually no evidence, and any found is
+wrong.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .body.base import BodyModel
+
+ANKLES = (3, 6)                 # Human3.6M right and left ankle
+HEAD = 10
+CONTACT_SPEED = 0.15            # person heights per second in the image: an ankle slower than this is planted
+# Planted ankles within this height of each other stand on one level: the monocular depth jitters by tens of cm
+# and the camera is tilted, so their heights along gravity scatter by +-10 cm on the demo; a box is a metre or two.
+LEVEL_M = 0.15
+MIN_CONTACTS = 20
+MIN_FLOOR_SHARE = 0.1
+MIN_FLOOR_POINTS = 10
+MAX_TILT_DEG = 45.0
+
+
+@dataclass
+class World:
+    """The ground and the world frame, in the camera's metres."""
+
+    up: np.ndarray                  # (3,) unit normal of the ground, camera frame
+    offset: float                   # the ground: up . x + offset = 0
+    world_from_camera: np.ndarray   # (4, 4)
+    contacts: int                   # candidate planted ankles
+    inliers: int                    # of them, on the floor's level (`floor_level`)
+    residual_m: float               # their median distance to that level along gravity
+
+    @property
+    def camera_height_m(self) -> float:
+        return float(self.offset)
+
+    def to_world(self, points: np.ndarray) -> np.ndarray:
+        """Camera-frame points (..., 3) in the world frame (NaN stays NaN)."""
+        return points @ self.world_from_camera[:3, :3].T + self.world_from_camera[:3, 3]
+
+
+def ankle_height(body: BodyModel, shape: np.ndarray) -> float:
+    """Height (m) of the ankle joints above the sole in the body's upright rest pose, for one shape (S,)."""
+    s = body.mean_shape.new_tensor(np.asarray(shape, np.float32))
+    bind = body.bind_pose(s)
+    up = np.asarray(bind.upright, np.float64)[1]                 # the upright frame's Y axis
+    rest = torch.eye(3).expand(1, 1, body.num_bones, 3, 3).contiguous()
+    joints = body.clip_joints(rest, s[None])[0, 0].numpy().astype(np.float64)
+    sole = (np.asarray(bind.vertices, np.float64) @ up).min()
+    return float(np.mean(joints[list(ANKLES)] @ up) - sole)
+
+
+def planted(keypoints2d: np.ndarray, valid: np.ndarray, fps: float, span: int = 2) -> np.ndarray:
+    """(T, 2) bool: where each ankle stands still in the image: its 2D displacement over +-`span` frames, per
+    second and per person height (px), under CONTACT_SPEED. From the 2D keypoints, not the 3D joints: the
+    camera-frame depth of a monocular body jitters by tens of cm/s where the foot in the image does not move."""
+    ankles = keypoints2d[:, list(ANKLES), :2].astype(np.float64)
+    heights = np.ptp(keypoints2d[valid][..., 1], axis=1) if valid.any() else np.ones(1)
+    height = max(float(np.median(heights)), 1.0)
+    speed = np.full(ankles.shape[:2], np.inf)
+    speed[span:-span] = np.linalg.norm(ankles[2 * span:] - ankles[:-2 * span], axis=-1) * fps / (2 * span) / height
+    around = np.zeros(len(valid), bool)
+    around[span:-span] = np.all([valid[k:len(valid) - 2 * span + k] for k in range(2 * span + 1)], axis=0)
+    sure = keypoints2d[:, list(ANKLES), 2] >= 0.5
+    return around[:, None] & sure & (speed < CONTACT_SPEED)
+
+
+def body_up(people: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]) -> np.ndarray | None:
+    """Gravity's up in the camera frame: the median direction from the ankles' midpoint to the head over every
+    valid frame of everyone (people mostly stand upright), None when it is more than MAX_TILT_DEG from the
+    camera's up (-y)."""
+    dirs = [j[v, HEAD] - j[v][:, list(ANKLES)].mean(1) for j, _, v, _ in people]
+    dirs = np.concatenate(dirs or [np.zeros((0, 3))]).astype(np.float64)
+    dirs = dirs[np.isfinite(dirs).all(1) & (np.linalg.norm(dirs, axis=1) > 1e-6)]
+    if not len(dirs):
+        return None
+    up = np.median(dirs / np.linalg.norm(dirs, axis=1, keepdims=True), 0)
+    up /= np.linalg.norm(up)
+    return up if -up[1] >= np.cos(np.radians(MAX_TILT_DEG)) else None
+
+
+def floor_level(heights: np.ndarray) -> np.ndarray:
+    """The inliers (bool (N,)) of the floor among planted-ankle heights: the lowest group of heights within
+    LEVEL_M of one of them that holds at least MIN_FLOOR_SHARE of all and MIN_FLOOR_POINTS, re-centred on its
+    median. People on a box or a step form a group above it; a few ankles placed too low by a bad frame are too
+    few to count. All False when there is none."""
+    near = np.abs(heights[:, None] - heights[None, :]) < LEVEL_M
+    counts = near.sum(1)
+    enough = np.flatnonzero(counts >= max(MIN_FLOOR_SHARE * len(heights), MIN_FLOOR_POINTS))
+    if not len(enough):
+        return np.zeros(len(heights), bool)
+    inliers = near[enough[np.argmin(heights[enough])]]
+    for _ in range(3):                                  # re-centred on the group's median, not its lowest member
+        inliers = np.abs(heights - np.median(heights[inliers])) < LEVEL_M
+    return inliers
+
+
+def world_frame(up: np.ndarray, offset: float) -> np.ndarray:
+    """(4, 4) camera -> world: z = up, x = the camera's x axis on the ground, origin under the camera."""
+    x = np.array([1.0, 0.0, 0.0]) - up[0] * up
+    x /= np.linalg.norm(x)
+    R = np.stack([x, np.cross(up, x), up])
+    origin = -offset * up                                          # the camera centre's foot on the ground
+    M = np.eye(4)
+    M[:3, :3], M[:3, 3] = R, -R @ origin
+    return M
+
+
+def fit_ground(people: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]], fps: float) -> World | None:
+    """The world of a static camera from every person's (joints (T, 17, 3) camera frame, keypoints2d (T, 17, 3),
+    valid (T,), ankle height above the sole in m); None without enough planted-foot evidence.
+
+    The ground's normal is the bodies' up (`body_up`), not a plane fitted to the planted ankles: a person walking
+    across the view plants their feet along a line, which leaves the plane's tilt about that line free. The
+    ankles set its height (`floor_level`)."""
+    up = body_up(people)
+    candidates = [(j[:, list(ANKLES)][planted(k, v, fps)].astype(np.float64), h) for j, k, v, h in people]
+    points = np.concatenate([c for c, _ in candidates] or [np.zeros((0, 3))])
+    points = points[np.isfinite(points).all(1)]
+    if up is None or len(points) < MIN_CONTACTS:
+        return None
+    heights = points @ up
+    inliers = floor_level(heights)
+    if not inliers.any():
+        return None
+    level = float(np.median(heights[inliers]))
+    residual = float(np.median(np.abs(heights[inliers] - level)))
+    sole = float(np.average([h for _, h in candidates], weights=[max(len(c), 1) for c, _ in candidates]))
+    offset = sole - level                                          # up . x + offset = 0 on the ground
+    return World(up, offset, world_frame(up, offset), len(points), int(inliers.sum()), residual)
+
+
+# The exports turn camera axes (y down, z forward) into glTF/BVH's Y-up axes by C, the 180-degree turn about x
+# (export.py). Handing them C G (world motion), with G taking the z-up world to Y-up axes (x, z, -y), makes the
+# files' Y the world's up, so the bodies stand on the ground plane (Blender's floor) in the GLB and the BVH.
+_C = np.diag([1.0, -1.0, -1.0])
+_G = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
+def for_exports(world: World, rotmats: np.ndarray, translation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A motion's rotations (T, K, 3, 3) (root in camera axes) and root positions (T, 3) (camera frame), redone
+    so that `export.write_glb`/`write_bvh` write it in the world frame (z up as the files' Y)."""
+    M = _C @ _G @ world.world_from_camera[:3, :3]
+    out = rotmats.copy()
+    out[:, 0] = M @ rotmats[:, 0]
+    moved = world.to_world(translation) @ (_C @ _G).T
+    return out.astype(np.float32), moved.astype(np.float32)

@@ -1,0 +1,98 @@
+"""The world frame: gravity and the ground from planted feet, on people made up in a known world and filmed by a
+known camera, then the exports placed in it."""
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from diffmesh.world import ANKLES, HEAD, fit_ground, for_exports
+
+FPS = 30.0
+FOCAL, CENTRE = 1000.0, np.array([640.0, 360.0])
+SOLE = 0.07                                        # ankle above the sole
+
+
+def _camera(height: float, pitch_deg: float):
+    """world (z up) -> camera (x right, y down, z forward): a camera `height` m above the ground looking along
+    world +y, pitched down by `pitch_deg`."""
+    base = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])          # world x, -z, y as camera x, y, z
+    R = Rotation.from_euler("x", -pitch_deg, degrees=True).as_matrix() @ base
+    return R, -R @ np.array([0.0, 0.0, height])
+
+
+def _person(T: int, start, step, floor: float, rng, walking: bool = True) -> np.ndarray:
+    """(T, 17, 3) world joints of a made-up person standing upright on z = floor and walking along x with one
+    foot planted at a time (each foot still for 10 frames, then swinging 10 cm above the floor for 10)."""
+    joints = np.zeros((T, 17, 3))
+    joints[:, :, 1] = start[1]
+    joints[:, :, 2] = floor + SOLE + rng.uniform(0.0, 1.6, 17)            # every joint somewhere up the body
+    joints[:, HEAD, 2] = floor + 1.7
+    swinging = np.array([[walking and (t // 10) % 2 != a for a in range(2)] for t in range(T)])
+    feet_x = start[0] + np.array([0.0, 0.2]) + np.cumsum(swinging * step, 0)
+    joints[:, list(ANKLES), 0] = feet_x
+    joints[:, list(ANKLES), 2] = floor + SOLE + 0.1 * swinging
+    others = [j for j in range(17) if j not in ANKLES]
+    joints[:, others, 0] = feet_x.mean(1)[:, None]                          # the body above its feet
+    return joints
+
+
+def _seen(world_joints: np.ndarray, R, t, rng, depth_noise: float = 0.05):
+    """Camera-frame joints with the depth jitter of a monocular body (along each joint's line of sight, so the
+    image does not change), and the exact 2D keypoints (px + confidence)."""
+    clean = world_joints @ R.T + t
+    sight = clean / np.linalg.norm(clean, axis=-1, keepdims=True)
+    cam = clean + rng.normal(0, depth_noise, (len(clean), 1, 1)) * sight
+    px = clean[..., :2] / clean[..., 2:] * FOCAL + CENTRE
+    return cam, np.concatenate([px, np.full((*px.shape[:2], 1), 0.9)], -1)
+
+
+@pytest.mark.parametrize("height, pitch", [(1.5, 10.0), (2.5, 25.0)])
+def test_the_ground_and_camera_height_come_back_for_a_walker_and_someone_on_a_box(height, pitch):
+    rng = np.random.default_rng(0)
+    R, t = _camera(height, pitch)
+    T = 120
+    walker = _person(T, (-1.5, 6.0), 0.02, 0.0, rng)                       # walks across, 6 m away
+    on_box = _person(T, (1.0, 8.0), 0.02, 1.0, rng)                        # on a 1 m box, further away
+    people = []
+    for joints in (walker, on_box):
+        cam, kp = _seen(joints, R, t, rng)
+        people.append((cam, kp, np.ones(T, bool), SOLE))
+    world = fit_ground(people, FPS)
+    assert world is not None
+    assert abs(world.camera_height_m - height) < 0.05                     # the floor, not the box top
+    true_up = R @ np.array([0.0, 0.0, 1.0])
+    assert np.degrees(np.arccos(np.clip(world.up @ true_up, -1, 1))) < 2.0
+    feet = world.to_world(people[0][0][:, list(ANKLES)])
+    planted = feet[..., 2] < SOLE + 0.05                                   # the walker's planted feet
+    assert abs(np.median(feet[planted][:, 2]) - SOLE) < 0.05
+    assert abs(np.median(world.to_world(people[1][0][:, ANKLES[0]])[:, 2]) - (1.0 + SOLE)) < 0.15
+
+
+def test_no_world_without_planted_feet():
+    rng = np.random.default_rng(1)
+    R, t = _camera(1.5, 10.0)
+    runner = _person(60, (-2.0, 6.0), 0.05, 0.0, rng)
+    runner[:, list(ANKLES), 0] += np.arange(60)[:, None] * 0.1              # both feet always moving
+    cam, kp = _seen(runner, R, t, rng)
+    assert fit_ground([(cam, kp, np.ones(60, bool), SOLE)], FPS) is None
+    assert fit_ground([], FPS) is None
+
+
+def test_exports_get_the_world_with_its_up_as_their_y():
+    """What the exports write (camera axes turned by C, the 180-degree turn about x) is the world with z as Y:
+    a body standing on the ground stands on the files' floor."""
+    rng = np.random.default_rng(2)
+    R, t = _camera(1.8, 15.0)
+    walker = _person(80, (0.0, 5.0), 0.02, 0.0, rng)
+    cam, kp = _seen(walker, R, t, rng, depth_noise=0.0)
+    world = fit_ground([(cam, kp, np.ones(80, bool), SOLE)], FPS)
+    rotmats = np.tile(np.eye(3, dtype=np.float32), (80, 24, 1, 1))
+    rotmats[:, 0] = R.astype(np.float32)                                   # the root turned as the camera sees it
+    out_rot, out_pos = for_exports(world, rotmats, cam[:, 0])
+    C = np.diag([1.0, -1.0, -1.0])
+    written = out_pos @ C.T                                                # export.py's camera -> glTF
+    assert np.allclose(written[:, 1], world.to_world(cam[:, 0])[:, 2], atol=1e-5)     # glTF Y = height
+    assert np.allclose(written[:, 1], walker[:, 0, 2], atol=0.02)
+    root = C @ out_rot[0, 0]                                               # the root's rotation as written
+    assert np.allclose(root @ np.array([0.0, 0.0, 1.0]), [0.0, 1.0, 0.0], atol=0.02)   # world up is the files' Y
+    assert np.array_equal(out_rot[:, 1:], rotmats[:, 1:])
