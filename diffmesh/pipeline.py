@@ -16,6 +16,8 @@ file is the whole chain; each stage is one call, in this order:
 4. `place_body` (`camera.py`): the body is placed in a pinhole camera (focal length: the image diagonal in pixels
    unless `--focal`, principal point at the centre) by the translation that best reprojects its joints onto
    the keypoints, smoothed over each run of frames.
+   Then `find_world` (`world.py`): gravity from the bodies and the ground from their planted feet, a z-up world
+   that result.npz, the GLB and the BVH use where one is found (a static camera).
 5. outputs: `make_result` (`result.py`: result.npz), `write_exports` (mesh.glb, motion.bvh) and
    `overlay.render_overlay` (overlay.mp4, a second decoding pass), all into a staging folder that replaces OUTDIR only
    when complete (`outdir.py`).
