@@ -159,3 +159,20 @@ def for_exports(world: World, rotmats: np.ndarray, translation: np.ndarray) -> t
     out[:, 0] = M @ rotmats[:, 0]
     moved = world.to_world(translation) @ (_C @ _G).T
     return out.astype(np.float32), moved.astype(np.float32)
+
+
+def foot_skating_mm(joints_world: np.ndarray, planted_ankles: np.ndarray, fps: float) -> float:
+    """Mean horizontal move (mm per frame at 30 fps) of an ankle between consecutive frames in which it is
+    planted: how far feet slide on the ground (joints_world (T, 17, 3), planted_ankles (T, 2) bool)."""
+    ankles = joints_world[:, list(ANKLES), :2].astype(np.float64)
+    both = planted_ankles[1:] & planted_ankles[:-1]
+    moves = np.linalg.norm(ankles[1:] - ankles[:-1], axis=-1)[both & np.isfinite(ankles[1:, :, 0])
+                                                              & np.isfinite(ankles[:-1, :, 0])]
+    return float(moves.mean() * 1000 * fps / 30.0) if len(moves) else float("nan")
+
+
+def penetration_m(joints_world: np.ndarray, valid: np.ndarray, sole: float) -> np.ndarray:
+    """(N,) how far below the ground the lower sole is in each valid frame (0 where above): the lower ankle's
+    height minus the ankle's height above the sole."""
+    lowest = np.nanmin(joints_world[valid][:, list(ANKLES), 2], axis=1) - sole
+    return np.maximum(-lowest, 0.0)

@@ -96,3 +96,23 @@ def test_exports_get_the_world_with_its_up_as_their_y():
     root = C @ out_rot[0, 0]                                               # the root's rotation as written
     assert np.allclose(root @ np.array([0.0, 0.0, 1.0]), [0.0, 1.0, 0.0], atol=0.02)   # world up is the files' Y
     assert np.array_equal(out_rot[:, 1:], rotmats[:, 1:])
+
+
+def test_skating_and_penetration_measure_what_a_foot_does():
+    """A planted foot sliding 3 mm a frame at 30 fps skates 3 mm/frame (the same 3 mm a frame at 60 fps is 6 mm a
+    frame at 30 fps); a sole 2 cm below the ground penetrates 2 cm."""
+    from diffmesh.world import foot_skating_mm, penetration_m
+
+    T = 40
+    joints = np.zeros((T, 17, 3))
+    joints[:, ANKLES[0], 0] = np.arange(T) * 0.003                     # the right foot slides along x
+    joints[:, ANKLES[1], 0] = np.arange(T) * 0.05                      # the left one swings (not planted)
+    joints[:, list(ANKLES), 2] = SOLE
+    planted = np.zeros((T, 2), bool)
+    planted[:, 0] = True
+    assert foot_skating_mm(joints, planted, 30.0) == pytest.approx(3.0)
+    assert foot_skating_mm(joints, planted, 60.0) == pytest.approx(6.0)
+    assert np.isnan(foot_skating_mm(joints, np.zeros((T, 2), bool), 30.0))
+    joints[10:20, ANKLES[1], 2] = SOLE - 0.02
+    depth = penetration_m(joints, np.ones(T, bool), SOLE)
+    assert np.allclose(depth[10:20], 0.02) and np.allclose(np.delete(depth, range(10, 20)), 0.0)
