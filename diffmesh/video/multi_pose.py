@@ -178,14 +178,6 @@ def _box(landmarks: np.ndarray, visibility: np.ndarray) -> np.ndarray:
     return np.concatenate([pts.min(0), pts.max(0)])
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boxes (x0, y0, x1, y1)."""
-    w = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
-    h = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return float(w * h / union) if union > 0 else 0.0
-
-
 def same_person(a: np.ndarray, b: np.ndarray, vis_a: np.ndarray, vis_b: np.ndarray) -> bool:
     """Two detections (33, 2) of one frame are one person: at least a fifth of the landmarks both see lie within
     a tenth of the person's height of each other. Not all of them, nor their boxes: a crop that sees a person
@@ -217,10 +209,24 @@ def merge_people(found: list[tuple[People, tuple]], frame: tuple[int, int]) -> P
                   np.stack([p.world[d] for p, d in kept]))
 
 
-def detect_people(video: str | Path, num_poses: int = 4, cache: str | Path | None = None,
-                  tiles: bool = False) -> list[People]:
-    """PoseLandmarker on every frame of a video (and its tiles, see `MultiPoseEstimator`): one `People` per frame."""
+def detect_frames(video: str | Path, num_poses: int = 4, cache: str | Path | None = None, tiles: bool = False,
+                  total: int | None = None, progress: bool = False) -> tuple[list[People], np.ndarray]:
+    """PoseLandmarker on every frame of a video (and its tiles, see `MultiPoseEstimator`): one `People` per frame
+    and the frames' timestamps (T,) in seconds."""
+    from tqdm import tqdm
+
     from .decode import iter_frames
 
+    frames, times = [], []
     with MultiPoseEstimator(num_poses, cache=cache, tiles=tiles) as estimator:
-        return [estimator.process(frame.rgb, frame.time_s) for frame in iter_frames(video)]
+        for frame in tqdm(iter_frames(video), total=total, desc="people", unit="frame", disable=not progress,
+                          leave=False):
+            frames.append(estimator.process(frame.rgb, frame.time_s))
+            times.append(frame.time_s)
+    return frames, np.asarray(times, np.float64)
+
+
+def detect_people(video: str | Path, num_poses: int = 4, cache: str | Path | None = None,
+                  tiles: bool = False) -> list[People]:
+    """`detect_frames` without the timestamps."""
+    return detect_frames(video, num_poses, cache, tiles)[0]

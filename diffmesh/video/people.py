@@ -116,18 +116,10 @@ def detect_tracks(video, total: int | None = None, progress: bool = True, max_pe
     crops (`multi_pose.MultiPoseEstimator(tiles=True)`), then `track_people`. Returns the tracks, their ids (their
     rank of prominence, the same whatever `max_people` keeps) and the frames' timestamps (T,). `person`: only the
     track with that id (none when there is no such person)."""
-    from tqdm import tqdm
+    from .multi_pose import detect_frames
 
-    from .decode import iter_frames
-    from .multi_pose import MultiPoseEstimator
-
-    frames, times, fps = [], [], None
-    with MultiPoseEstimator(tiles=True) as estimator:
-        for frame in tqdm(iter_frames(video), total=total, desc="people", unit="frame", disable=not progress,
-                          leave=False):
-            frames.append(estimator.process(frame.rgb, frame.time_s))
-            times.append(frame.time_s)
-    times = np.asarray(times, np.float64)
+    frames, times = detect_frames(video, tiles=True, total=total, progress=progress)
+    fps = None
     if len(times) > 1:
         fps = (len(times) - 1) / max(times[-1] - times[0], 1e-9)
     tracks = track_people(frames, fps or 30.0, settings)
