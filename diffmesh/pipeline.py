@@ -58,7 +58,7 @@ from .video.people import detect_tracks
 from .video.pose import PoseTrack
 from .video.presence import Presence, decide_presence
 from .rotations import interpolate, slerp_at
-from .world import World, ankle_height, fit_ground, for_exports
+from .world import Settled, World, ankle_height, fit_ground, for_exports, settle_feet
 from .windows import (DEFAULT_WINDOWS, WINDOW_MODES, RunPlan, model_rate, person_shapes, plan_runs, stitch,
                       window_samples, window_weights)
 
@@ -414,19 +414,24 @@ def place_body(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray, keypoin
 
 
 def find_world(body: BodyModel, recovered: list[tuple[np.ndarray, Motion, float | None]], fps: float
-               ) -> World | None:
-    """Stage 4b: the ground and a z-up world frame from everyone's planted feet (`world.py`), for a static camera;
-    None without enough evidence (the outputs then stay in the camera frame)."""
-    people = [(m.joints_cam, keypoints, m.valid, ankle_height(body, m.shapes[m.valid].mean(0)))
-              for keypoints, m, _ in recovered if m.valid.any()]
-    return fit_ground(people, fps)
+               ) -> tuple[World | None, list[Settled | None]]:
+    """Stage 4b: the ground and a z-up world frame from everyone's planted feet (`world.py`), for a static camera,
+    and each person placed in it with planted feet held still on their level (`world.settle_feet`); (None, ...)
+    without enough evidence (the outputs then stay in the camera frame)."""
+    people = [(m.joints_cam, keypoints, m.valid, ankle_height(body, m.shapes[m.valid].mean(0)) if m.valid.any()
+               else 0.0) for keypoints, m, _ in recovered]
+    world = fit_ground([p for p in people if p[2].any()], fps)
+    if world is None:
+        return None, [None] * len(people)
+    return world, [settle_feet(world, *p, fps) for p in people]
 
 
 # ---------------------------------------------------------------- 5. outputs
 
 def make_result(track: PoseTrack, times: np.ndarray, presence: Presence, keypoints: np.ndarray, motion: Motion,
                 camera: Camera, info: VideoInfo, body: BodyModel, model: DiffMeshModel, checkpoint: str,
-                retarget_error: float | None, save_vertices: bool, world: World | None = None) -> Result:
+                retarget_error: float | None, save_vertices: bool, world: World | None = None,
+                settled: Settled | None = None) -> Result:
     valid, skeleton = motion.valid, body.skeleton()
     vertices = faces = None
     if save_vertices:                                # 256 frames at a time: float32 vertices of long videos are big
@@ -448,7 +453,8 @@ def make_result(track: PoseTrack, times: np.ndarray, presence: Presence, keypoin
         reprojection=reprojection_error(motion.joints_cam, keypoints, valid, camera.focal, camera.principal),
         retarget_error_mm=retarget_error, vertices=vertices, faces=faces,
         world_from_camera=None if world is None else world.world_from_camera,
-        joints3d_world=None if world is None else world.to_world(motion.joints_cam).astype(np.float32),
+        joints3d_world=None if settled is None else settled.joints_world,
+        foot_contacts=None if settled is None else settled.contacts,
         camera_height_m=None if world is None else world.camera_height_m)
 
 
@@ -459,11 +465,13 @@ def _root_translation(body: BodyModel, motion: Motion) -> np.ndarray:
 
 
 def write_exports(staging: Path, exports: tuple[str, ...], results: list[Result], ids: list[int], body: BodyModel,
-                  motions: list[Motion], fps: float, several: bool = False, world: World | None = None) -> list[str]:
+                  motions: list[Motion], fps: float, several: bool = False, world: World | None = None,
+                  settled: list[Settled | None] | None = None) -> list[str]:
     """result.npz, mesh.glb and motion.bvh (those asked for) into `staging`; returns the file names written. One
     person: result.npz version 1, one armature, motion.bvh. Several (`several`): result.npz version 2 with a person
     axis, one armature per person ("person<id>") in mesh.glb, motion_person<id>.bvh each. With a `world`, the GLB
-    and BVH are in it (Y up along gravity, the ground at Y = 0), else in the camera frame."""
+    and BVH are in it (Y up along gravity, the ground at Y = 0) with each body where `settled` placed it, else in
+    the camera frame."""
     files = []
     if "npz" in exports:
         if several:
@@ -473,7 +481,9 @@ def write_exports(staging: Path, exports: tuple[str, ...], results: list[Result]
         files.append("result.npz")
     moved = [(m.rotmats, _root_translation(body, m)) for m in motions]
     if world is not None:                  # frames without a body hold the last pose (export.py): any value does
-        moved = [for_exports(world, rotmats, root) for rotmats, root in moved]
+        to_camera = world.world_from_camera[:3, :3]                  # a world shift s is s @ R in the camera
+        moved = [for_exports(world, rotmats, root + (0 if s is None else s.shift @ to_camera))
+                 for (rotmats, root), s in zip(moved, settled or [None] * len(moved))]
     if "glb" in exports:
         write_glb_people(staging / "mesh.glb", body, [(rotmats, r.shape_mean, root, m.valid) for (rotmats, root), m, r
                                                       in zip(moved, motions, results)], fps,
@@ -545,14 +555,14 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
                      for track, presence in people]
         body, model, _, checkpoint, _ = parts
         with clock("world"):
-            world = find_world(body, recovered, info.fps)
+            world, settled = find_world(body, recovered, info.fps)
         with clock("export"):
             results = [make_result(track, times, presence, keypoints, motion, camera, info, body, model, checkpoint,
-                                   error, settings.save_vertices, world)
-                       for (track, presence), (keypoints, motion, error) in zip(people, recovered)]
+                                   error, settings.save_vertices, world, placed)
+                       for (track, presence), (keypoints, motion, error), placed in zip(people, recovered, settled)]
             motions = [motion for _, motion, _ in recovered]
             files = write_exports(staging, settings.exports, results, ids, body, motions, info.fps,
-                                  settings.several_people, world)
+                                  settings.several_people, world, settled)
         if settings.render:
             with clock("render"):
                 render_overlay(video, staging / "overlay.mp4", info, body, motions, camera, settings.side_view,

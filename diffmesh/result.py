@@ -24,8 +24,9 @@ from .errors import DataError
 FORMAT_VERSION = 1
 PEOPLE_FORMAT_VERSION = 2
 _PER_FRAME = ("valid", "joints3d", "translation", "pose_rotmats", "shape", "keypoints2d", "landmarks2d",
-              "mediapipe_world", "track_id", "vertices", "joints3d_world")
-_OPTIONAL = ("retarget_error_mm", "vertices", "faces", "world_from_camera", "joints3d_world", "camera_height_m")
+              "mediapipe_world", "track_id", "vertices", "joints3d_world", "foot_contacts")
+_OPTIONAL = ("retarget_error_mm", "vertices", "faces", "world_from_camera", "joints3d_world", "camera_height_m",
+             "foot_contacts")
 _STRINGS = ("body_model", "body_version", "checkpoint", "method")
 _SCALARS = ("fps", "focal", "retarget_error_mm", "camera_height_m")
 
@@ -59,8 +60,9 @@ class Result:
     vertices: np.ndarray | None = None          # (T, V, 3) float16, with --save-vertices only
     faces: np.ndarray | None = None             # (F, 3) int32, with --save-vertices only
     world_from_camera: np.ndarray | None = None  # (4, 4): camera points -> the z-up world, ground at z = 0
-    joints3d_world: np.ndarray | None = None     # (T, 17, 3) float32, joints3d in that world
+    joints3d_world: np.ndarray | None = None     # (T, 17, 3) float32, the joints in that world, feet settled
     camera_height_m: float | None = None        # the camera's height above the ground
+    foot_contacts: np.ndarray | None = None      # (T, 2) bool, right and left ankle planted (with a world)
 
     @property
     def num_frames(self) -> int:

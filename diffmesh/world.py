@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import sparse
+from scipy.sparse.linalg import spsolve
 
 from .body.base import BodyModel
 
@@ -176,3 +178,105 @@ def penetration_m(joints_world: np.ndarray, valid: np.ndarray, sole: float) -> n
     height minus the ankle's height above the sole."""
     lowest = np.nanmin(joints_world[valid][:, list(ANKLES), 2], axis=1) - sole
     return np.maximum(-lowest, 0.0)
+
+
+# ---------------------------------------------------------------- feet that stay put
+
+# A planted foot's run of frames stands on the floor when its ankles are within this of the floor's ankle level,
+# else on a level of its own (a box, a step): the placed body's depth jitter moves planted ankles by tens of cm
+# along the ray, while a step or box is higher than that.
+SNAP_M = 0.3
+MIN_RAY_DROP_M = 0.05           # an ankle less than this below the camera: its ray meets the floor too far away
+MAX_DEPTH_FACTOR = 2.0          # the ray's point may be at most this much nearer or farther than the placed ankle
+VELOCITY_WEIGHT = 0.01          # `smooth_shift`'s weights, per frame, against a planted ankle's squared miss
+ACCELERATION_WEIGHT = 0.1       # higher: a smoother world root, feet that slide more (docs/people.md)
+
+
+@dataclass
+class Settled:
+    """One person's world-frame motion after the contact handling (`settle_feet`)."""
+
+    joints_world: np.ndarray        # (T, 17, 3) NaN where not valid
+    shift: np.ndarray               # (T, 3) added to the placed body in the world (zeros where not valid)
+    contacts: np.ndarray            # (T, 2) bool: right and left ankle planted
+
+
+def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of every run of True in a 1-D bool array."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def onto_level(world: World, points: np.ndarray, level: float) -> np.ndarray:
+    """Points (N, 3) of the world moved along their camera rays to height `level`, which keeps where they are in
+    the image; straight down (or up) where the ray meets that level too far away or behind the camera."""
+    centre = world.world_from_camera[:3, 3]
+    drop = points[:, 2] - centre[2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = (level - centre[2]) / drop
+    along = centre + scale[:, None] * (points - centre)
+    ok = (drop < -MIN_RAY_DROP_M) & (scale > 1 / MAX_DEPTH_FACTOR) & (scale < MAX_DEPTH_FACTOR)
+    down = np.concatenate([points[:, :2], np.full((len(points), 1), level)], 1)
+    return np.where(ok[:, None], along, down)
+
+
+def contact_anchors(world: World, ankles: np.ndarray, contacts: np.ndarray, ankle_above_sole: float) -> np.ndarray:
+    """(T, 2, 3) where each planted ankle should be (NaN elsewhere): for every run of frames in which an ankle is
+    planted, its positions moved along their rays onto the run's level (the floor's ankle height when the run is
+    within SNAP_M of it, else the run's own median height), and their median held for the whole run."""
+    anchors = np.full(ankles.shape, np.nan)
+    for k in range(ankles.shape[1]):
+        for start, stop in runs_of(contacts[:, k]):
+            points = ankles[start:stop, k].astype(np.float64)
+            level = float(np.median(points[:, 2]))
+            level = ankle_above_sole if abs(level - ankle_above_sole) < SNAP_M else level
+            anchors[start:stop, k] = np.median(onto_level(world, points, level), axis=0)
+    return anchors
+
+
+def _difference(n: int, order: int) -> sparse.csr_matrix:
+    """(n - order, n) the finite-difference operator of that order."""
+    d = sparse.eye(n, format="csr")
+    for _ in range(order):
+        d = d[1:] - d[:-1]
+    return d
+
+
+def smooth_shift(wanted: np.ndarray) -> np.ndarray:
+    """(N, 3) the shifts s of one run of frames that minimise the planted ankles' squared misses (`wanted`
+    (N, 2, 3): the shift each would need, NaN where not planted) plus VELOCITY_WEIGHT |s'|^2 and
+    ACCELERATION_WEIGHT |s''|^2 (per frame): a foot that lands or lifts does not make the body jump, between
+    contacts the shift glides from one to the next, and beyond the first and last it stays constant."""
+    n = len(wanted)
+    count = np.isfinite(wanted[..., 0]).sum(1).astype(np.float64)
+    if not count.any():
+        return np.zeros((n, 3))
+    system = sparse.diags(count + 1e-9)
+    for order, weight in ((1, VELOCITY_WEIGHT), (2, ACCELERATION_WEIGHT)):
+        if n > order:
+            d = _difference(n, order)
+            system = system + weight * (d.T @ d)
+    return np.asarray(spsolve(system.tocsc(), np.nan_to_num(wanted).sum(1))).reshape(n, 3)
+
+
+def settle_feet(world: World, joints_cam: np.ndarray, keypoints2d: np.ndarray, valid: np.ndarray,
+                ankle_above_sole: float, fps: float) -> Settled:
+    """The contact handling: the placed body moved in the world, frame by frame, so that a planted ankle
+    (`planted`, from the 2D keypoints) stays at its run's anchor (`contact_anchors`: it neither slides nor floats
+    or sinks), smoothly over time (`smooth_shift`), and then raised wherever the lower ankle would be below the
+    floor. The pose is untouched, only the body's place changes; the camera-frame outputs, which reproject onto
+    the image, keep the place found there, and this is the place in the world outputs."""
+    joints = world.to_world(joints_cam.astype(np.float64))
+    ankles = joints[:, list(ANKLES)]
+    contacts = planted(keypoints2d, valid, fps) & valid[:, None] & np.isfinite(ankles).all(-1)
+    wanted = contact_anchors(world, ankles, contacts, ankle_above_sole) - ankles     # NaN where not planted
+    shift = np.zeros((len(valid), 3))
+    for start, stop in runs_of(valid):
+        shift[start:stop] = smooth_shift(wanted[start:stop])
+    with np.errstate(invalid="ignore"):
+        lowest = np.nanmin(np.where(np.isfinite(ankles[..., 2]), ankles[..., 2], np.inf), axis=1) + shift[:, 2]
+    shift[:, 2] += np.where(valid & (lowest < ankle_above_sole), ankle_above_sole - lowest, 0.0)
+    shift[~valid] = 0.0
+    settled = joints + shift[:, None]
+    settled[~valid] = np.nan
+    return Settled(settled.astype(np.float32), shift, contacts)

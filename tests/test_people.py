@@ -170,8 +170,9 @@ def test_the_demo_people_stand_in_one_world(demo_people):
     man on the box a box's height above it, and the GLB's bodies standing on its floor (Y up)."""
     import pygltflib
 
+    from diffmesh.body import load_body
     from diffmesh.result import load_people
-    from diffmesh.world import ANKLES, planted
+    from diffmesh.world import ANKLES, ankle_height, foot_skating_mm, penetration_m, planted
 
     people = load_people(demo_people / "result.npz")
     heights = {p.camera_height_m for p in people}
@@ -182,6 +183,16 @@ def test_the_demo_people_stand_in_one_world(demo_people):
     assert len(feet) >= 20 and abs(np.median(feet[:, 2]) - 0.07) < 0.05      # on the ground (ankle 7 cm up)
     box = np.nanmedian(man.joints3d_world[man.valid][:, list(ANKLES), 2])
     assert 1.0 < box < 2.5                                                  # measured 1.86 m
+    # feet held still: the woman's planted ankles slide less than the placed body's (measured 43 -> 7 mm a frame)
+    # and no one's sole is below the ground (measured 95th pct 15.7 cm before)
+    placed = woman.joints3d @ woman.world_from_camera[:3, :3].T + woman.world_from_camera[:3, 3]
+    assert np.array_equal(woman.foot_contacts, planted(woman.keypoints2d, woman.valid, woman.fps))
+    skating = foot_skating_mm(woman.joints3d_world, woman.foot_contacts, woman.fps)
+    assert skating < 0.5 * foot_skating_mm(placed, woman.foot_contacts, woman.fps) and skating < 12
+    for p in people:
+        sole = ankle_height(load_body("anny"), p.shape_mean)
+        assert penetration_m(p.joints3d_world, p.valid, sole).max() < 1e-3 < penetration_m(placed, woman.valid,
+                                                                                            sole).max()
     gltf = pygltflib.GLTF2().load(str(demo_people / "mesh.glb"))
     blob = gltf.binary_blob()
     for channel in gltf.animations[0].channels:

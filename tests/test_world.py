@@ -36,12 +36,14 @@ def _person(T: int, start, step, floor: float, rng, walking: bool = True) -> np.
     return joints
 
 
-def _seen(world_joints: np.ndarray, R, t, rng, depth_noise: float = 0.05):
+def _seen(world_joints: np.ndarray, R, t, rng, depth_noise: float = 0.05, depth_error=None):
     """Camera-frame joints with the depth jitter of a monocular body (along each joint's line of sight, so the
-    image does not change), and the exact 2D keypoints (px + confidence)."""
+    image does not change; white noise, or the given per-frame `depth_error` (T,)), and the exact 2D keypoints
+    (px + confidence)."""
     clean = world_joints @ R.T + t
     sight = clean / np.linalg.norm(clean, axis=-1, keepdims=True)
-    cam = clean + rng.normal(0, depth_noise, (len(clean), 1, 1)) * sight
+    error = rng.normal(0, depth_noise, len(clean)) if depth_error is None else depth_error
+    cam = clean + error[:, None, None] * sight
     px = clean[..., :2] / clean[..., 2:] * FOCAL + CENTRE
     return cam, np.concatenate([px, np.full((*px.shape[:2], 1), 0.9)], -1)
 
@@ -116,3 +118,49 @@ def test_skating_and_penetration_measure_what_a_foot_does():
     joints[10:20, ANKLES[1], 2] = SOLE - 0.02
     depth = penetration_m(joints, np.ones(T, bool), SOLE)
     assert np.allclose(depth[10:20], 0.02) and np.allclose(np.delete(depth, range(10, 20)), 0.0)
+
+
+def test_settled_feet_stay_put_on_their_level_and_the_image_keeps_them():
+    """A walker filmed with the depth jitter of a monocular body slides and sinks in the world; after
+    `settle_feet` a planted foot moves a fraction of that, stands on the floor, and no sole is below it; the man
+    on a 1 m box stays on the box. The pose is untouched: the settled ankles are the placed ones moved by the
+    body's shift."""
+    from diffmesh.world import foot_skating_mm, penetration_m, planted, settle_feet
+
+    rng = np.random.default_rng(3)
+    R, t = _camera(2.0, 15.0)
+    T = 120
+    walker = _person(T, (-1.5, 6.0), 0.02, 0.0, rng)
+    on_box = _person(T, (1.0, 8.0), 0.02, 1.0, rng)
+    drift = 0.3 * np.sin(np.arange(T) / FPS * 2 * np.pi / 1.5)          # the placement's slow depth error
+    seen = [_seen(joints, R, t, rng, depth_error=drift + rng.normal(0, 0.01, T)) for joints in (walker, on_box)]
+    valid = np.ones(T, bool)
+    world = fit_ground([(cam, kp, valid, SOLE) for cam, kp in seen], FPS)
+    (cam, kp), (box_cam, box_kp) = seen
+    contacts = planted(kp, valid, FPS)
+    before = world.to_world(cam)
+    settled = settle_feet(world, cam, kp, valid, SOLE, FPS)
+    assert np.array_equal(settled.contacts, contacts) and contacts.sum() >= 60     # 6 of every 10 still frames
+    skating_before = foot_skating_mm(before, contacts, FPS)
+    assert skating_before > 20                                              # the jitter's slide
+    assert foot_skating_mm(settled.joints_world, contacts, FPS) < 0.3 * skating_before
+    ankles = settled.joints_world[:, list(ANKLES)]
+    assert np.abs(ankles[contacts][:, 2] - SOLE).mean() < 0.01 < np.abs(before[:, list(ANKLES)][contacts][:, 2]
+                                                                          - SOLE).mean()
+    assert penetration_m(settled.joints_world, valid, SOLE).max() < 1e-6 < penetration_m(before, valid, SOLE).max()
+    assert np.allclose(settled.joints_world - before, settled.shift[:, None], atol=1e-4)
+    box = settle_feet(world, box_cam, box_kp, valid, SOLE, FPS)
+    box_feet = box.joints_world[:, list(ANKLES)][box.contacts]
+    assert abs(np.median(box_feet[:, 2]) - (1.0 + SOLE)) < 0.15
+
+
+def test_no_frames_no_contacts_and_nothing_moved():
+    from diffmesh.world import settle_feet
+
+    rng = np.random.default_rng(4)
+    R, t = _camera(1.5, 10.0)
+    walker = _person(60, (-1.5, 6.0), 0.02, 0.0, rng)
+    cam, kp = _seen(walker, R, t, rng)
+    world = fit_ground([(cam, kp, np.ones(60, bool), SOLE)], FPS)
+    empty = settle_feet(world, np.full_like(cam, np.nan), kp, np.zeros(60, bool), SOLE, FPS)
+    assert not empty.contacts.any() and np.isnan(empty.joints_world).all() and not empty.shift.any()

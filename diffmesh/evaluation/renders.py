@@ -22,7 +22,7 @@ from ..data.renders import load_render_set
 from ..errors import DataError
 from ..pipeline import RunSettings, body_joints, keypoints_h36m, recover_motion
 from ..video.pose import PoseTrack
-from ..video.presence import decide_presence
+from ..video.presence import Presence, decide_presence
 from ..windows import model_rate
 from .real_video import (MEDIAPIPE_FILTERED, MEDIAPIPE_RAW, checkpoint_labels, mediapipe_world_h36m, one_euro,
                          score_sequence, shipped_checkpoints, weighted_mean)
@@ -49,15 +49,23 @@ def file_inputs(data: dict) -> tuple[PoseTrack, np.ndarray, float]:
 
 
 @torch.inference_mode()
-def predict_file(model, rate: float, body, data: dict, settings: RunSettings) -> tuple[np.ndarray, np.ndarray]:
-    """The model's root-relative camera-frame joints (T, 17, 3) for one render file, and where the run has a body;
-    `rate` is the model's frame rate (`windows.model_rate`)."""
+def recover_file(model, rate: float, data: dict, settings: RunSettings
+                 ) -> tuple[np.ndarray, np.ndarray, Presence, PoseTrack]:
+    """What `diffmesh run` makes of one render file's MediaPipe output: the body's rotations (T, K, 3, 3) and
+    shapes (T, S), the presence and the pose track; `rate` is the model's frame rate (`windows.model_rate`)."""
     track, times, fps = file_inputs(data)
     presence = decide_presence(track, fps, int(data["height"]))
     rate = rate if settings.resample else None
     inputs = keypoints_h36m(track, model.cfg.keypoint_inputs)
     rotmats, shapes = recover_motion(model, inputs, times, presence, fps, rate, settings.windows,
                                      settings.batch_clips, settings.device, settings.seed)
+    return rotmats, shapes, presence, track
+
+
+def predict_file(model, rate: float, body, data: dict, settings: RunSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The model's root-relative camera-frame joints (T, 17, 3) for one render file, and where the run has a
+    body."""
+    rotmats, shapes, presence, _ = recover_file(model, rate, data, settings)
     joints = body_joints(body, rotmats, shapes).astype(np.float64)
     return joints - joints[:, :1], presence.valid
 
