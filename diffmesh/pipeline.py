@@ -466,12 +466,12 @@ def _root_translation(body: BodyModel, motion: Motion) -> np.ndarray:
 
 def write_exports(staging: Path, exports: tuple[str, ...], results: list[Result], ids: list[int], body: BodyModel,
                   motions: list[Motion], fps: float, several: bool = False, world: World | None = None,
-                  settled: list[Settled | None] | None = None) -> list[str]:
+                  settled: list[Settled] | None = None) -> list[str]:
     """result.npz, mesh.glb and motion.bvh (those asked for) into `staging`; returns the file names written. One
     person: result.npz version 1, one armature, motion.bvh. Several (`several`): result.npz version 2 with a person
     axis, one armature per person ("person<id>") in mesh.glb, motion_person<id>.bvh each. With a `world`, the GLB
-    and BVH are in it (Y up along gravity, the ground at Y = 0) with each body where `settled` placed it, else in
-    the camera frame."""
+    and BVH are in it (Y up along gravity, the ground at Y = 0) with each body where `settled` (one per motion,
+    given with the world) placed it, else in the camera frame."""
     files = []
     if "npz" in exports:
         if several:
@@ -481,9 +481,8 @@ def write_exports(staging: Path, exports: tuple[str, ...], results: list[Result]
         files.append("result.npz")
     moved = [(m.rotmats, _root_translation(body, m)) for m in motions]
     if world is not None:                  # frames without a body hold the last pose (export.py): any value does
-        to_camera = world.world_from_camera[:3, :3]                  # a world shift s is s @ R in the camera
-        moved = [for_exports(world, rotmats, root + (0 if s is None else s.shift @ to_camera))
-                 for (rotmats, root), s in zip(moved, settled or [None] * len(moved))]
+        moved = [for_exports(world, rotmats, root + world.vectors_in_camera(s.shift))
+                 for (rotmats, root), s in zip(moved, settled)]
     if "glb" in exports:
         write_glb_people(staging / "mesh.glb", body, [(rotmats, r.shape_mean, root, m.valid) for (rotmats, root), m, r
                                                       in zip(moved, motions, results)], fps,

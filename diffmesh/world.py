@@ -22,6 +22,7 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
 from .body.base import BodyModel
+from .video.presence import runs_of
 
 ANKLES = (3, 6)                 # Human3.6M right and left ankle
 HEAD = 10
@@ -53,6 +54,10 @@ class World:
     def to_world(self, points: np.ndarray) -> np.ndarray:
         """Camera-frame points (..., 3) in the world frame (NaN stays NaN)."""
         return points @ self.world_from_camera[:3, :3].T + self.world_from_camera[:3, 3]
+
+    def vectors_in_camera(self, vectors: np.ndarray) -> np.ndarray:
+        """World displacements (..., 3) in camera axes (the rotation only, inverted)."""
+        return vectors @ self.world_from_camera[:3, :3]
 
 
 def ankle_height(body: BodyModel, shape: np.ndarray) -> float:
@@ -199,12 +204,6 @@ class Settled:
     joints_world: np.ndarray        # (T, 17, 3) NaN where not valid
     shift: np.ndarray               # (T, 3) added to the placed body in the world (zeros where not valid)
     contacts: np.ndarray            # (T, 2) bool: right and left ankle planted
-
-
-def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) of every run of True in a 1-D bool array."""
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
 
 
 def onto_level(world: World, points: np.ndarray, level: float) -> np.ndarray:

@@ -59,12 +59,12 @@ def file_feet(model, rate: float, body, data: dict, settings: RunSettings) -> di
     truth = np.asarray(data["joints_world"], np.float64)
     contacts = true_contacts(truth[:, list(ANKLES)], ankle_height(body, data["shape"]), fps) & motion.valid[:, None]
     settled = settle_feet(world, motion.joints_cam, keypoints, motion.valid, ankle_up, fps)
-    camera_from_world = np.linalg.inv(world.world_from_camera)
     out = {"frames": int(motion.valid.sum()), "contacts": int(contacts.sum()),
            "camera_height_error_m": abs(world.camera_height_m - float(data["camera_position"][2])),
            "truth_skating_mm": foot_skating_mm(truth, contacts, fps)}
-    for name, joints_world in (("before", world.to_world(motion.joints_cam)), ("after", settled.joints_world)):
-        cam = joints_world.astype(np.float64) @ camera_from_world[:3, :3].T + camera_from_world[:3, 3]
+    after_cam = motion.joints_cam + world.vectors_in_camera(settled.shift)[:, None]
+    for name, joints_world, cam in (("before", world.to_world(motion.joints_cam), motion.joints_cam),
+                                    ("after", settled.joints_world, after_cam)):
         ankles = in_render_world(data, cam[:, list(ANKLES)])
         below = np.maximum(ankle_up - np.nanmin(ankles[motion.valid][..., 2], axis=1), 0.0)
         own = joints_world[:, list(ANKLES), 2].astype(np.float64)                   # on the run's own floor

@@ -63,7 +63,7 @@ class Presence:
         """[start, stop) of each run of consecutive valid frames of one track (clips and camera solves never
         cross a run's ends)."""
         out = []
-        for start, stop in _runs(self.valid):
+        for start, stop in runs_of(self.valid):
             cuts = [start] + [t for t in range(start + 1, stop) if self.track_id[t] != self.track_id[t - 1]] + [stop]
             out += [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
         return out
@@ -99,8 +99,8 @@ def frame_evidence(track: PoseTrack, image_height: int, settings: PresenceSettin
     return out
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) of each run of True."""
+def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True in a 1-D bool array."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     return list(zip(np.where(edges == 1)[0], np.where(edges == -1)[0]))
 
@@ -124,7 +124,7 @@ def decide_presence(track: PoseTrack, fps: float, image_height: int,
     min_run = max(1, int(round(settings.min_run_s * fps)))
     track_id = np.full(T, -1, np.int64)
     next_id, last_end = 0, None
-    for start, stop in _runs(valid):
+    for start, stop in runs_of(valid):
         cuts = [start] + [t for t in range(start + 1, stop) if new_track[t]] + [stop]
         for a, b in zip(cuts[:-1], cuts[1:]):
             if b - a < min_run:
