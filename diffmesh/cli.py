@@ -130,7 +130,16 @@ def _write_report(report: dict, path: str | None) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     _refuse_existing(args.json, args.force)
-    if args.data == "renders":
+    if args.data == "renders" and args.feet:
+        from .evaluation.feet import format_feet_report, run_feet_eval
+        from .pipeline import RunSettings
+
+        if len(args.checkpoints) > 1:
+            raise DiffMeshError("--feet scores one checkpoint; give one (or none for the shipped default)")
+        report = run_feet_eval(args.checkpoints[0] if args.checkpoints else None, args.render_cache, args.limit,
+                               RunSettings(device=args.device, windows=args.windows))
+        print(format_feet_report(report))
+    elif args.data == "renders":
         from .evaluation.renders import format_render_report, run_render_eval
         from .pipeline import RunSettings
 
@@ -349,6 +358,8 @@ def _add_cmu_commands(sub) -> None:
 
     p.add_argument("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_MODES,
                    help="--data renders: the runs' --windows (see `run`)")
+    p.add_argument("--feet", action="store_true", help="--data renders: foot skating and ground penetration "
+                   "before and after the contact handling, against the true floor and contacts (docs/people.md)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--limit", type=int, default=None, help="score this many evenly spaced clips (default: all)")
     p.add_argument("--no-noise", action="store_true", help="exact 2D input instead of the detector noise model")

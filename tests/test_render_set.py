@@ -210,3 +210,39 @@ def test_eval_scores_the_rendered_test_split(tiny, tmp_path, capsys):
     empty.mkdir()
     assert main(["eval", str(DEFAULT_CHECKPOINT), "--render-cache", str(empty)]) == 2
     assert "diffmesh prepare --render" in capsys.readouterr().err
+
+
+def test_feet_eval_takes_one_checkpoint_and_says_how_many_files_had_a_world(tiny, tmp_path, capsys):
+    """`diffmesh eval --feet`: the report, printed and as JSON, scores the test file before and after the contact
+    handling; after it no sole is below the run's own floor; two checkpoints are refused in one line."""
+    import json
+
+    from diffmesh.cli import main
+    from diffmesh.paths import DEFAULT_CHECKPOINT
+
+    cache, _ = tiny
+    out = tmp_path / "feet.json"
+    assert main(["eval", "--feet", "--render-cache", str(cache), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["files"] == 1 and report["files_with_world"] == 1 and 0 < report["frames"] <= FRAMES
+    assert report["after"]["own_penetration_p95_cm"] == 0.0
+    assert all(np.isfinite(report[stage]["penetration_cm"]) for stage in ("before", "after"))
+    printed = capsys.readouterr().out
+    assert "1 of 1 files with a world" in printed and "| after contact handling |" in printed
+    assert main(["eval", "--feet", str(DEFAULT_CHECKPOINT), str(DEFAULT_CHECKPOINT), "--render-cache", str(cache)]) == 2
+    assert "--feet scores one checkpoint" in capsys.readouterr().err
+
+
+def test_true_contacts_are_slow_ankles_near_their_standing_height():
+    from diffmesh.evaluation.feet import true_contacts
+
+    T, fps = 30, 30.0
+    ankles = np.zeros((T, 2, 3))
+    ankles[..., 2] = 0.07
+    ankles[10:20, 0, 0] = np.arange(10) * 0.02                  # right foot: 0.6 m/s along the floor
+    ankles[20:, 0, 0] = 0.18
+    ankles[:, 1, 2] = 0.07 + np.where(np.arange(T) >= 15, 0.2, 0.0)   # left foot lifted 20 cm at frame 15
+    contact = true_contacts(ankles, 0.07, fps)
+    assert not contact[0].any() and not contact[-1].any()                # no central difference at the ends
+    assert contact[1:10, 0].all() and not contact[11:19, 0].any() and contact[21:-1, 0].all()
+    assert contact[1:14, 1].all() and not contact[15:, 1].any()
