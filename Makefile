@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup system-deps test demo weights clean
+.PHONY: setup system-deps browser-deps test demo weights clean app
 
 # Headless OpenGL (EGL on Mesa) for the overlay renderer, and libGL for MediaPipe's OpenCV. Installed with apt
 # when missing (Debian/Ubuntu; needs root or sudo); elsewhere install them yourself or run with --no-render.
@@ -31,8 +31,17 @@ system-deps:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-test: setup
+# Headless Chromium and its driver for the browser tests of `diffmesh app` (tests/test_app.py).
+BROWSER_PACKAGES := chromium chromium-driver
+
+browser-deps:
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PACKAGES="$(BROWSER_PACKAGES)"
+
+test: setup browser-deps
 	$(PY) -m pytest -q -ra
+
+app: setup
+	$(VENV)/bin/diffmesh app
 
 demo: setup
 	$(VENV)/bin/diffmesh demo -o outputs/demo --force --side-view

@@ -20,6 +20,20 @@ def _setup(args: argparse.Namespace) -> None:
     body = load_body("anny")
     print(f"Anny {body.version} ready ({body.num_vertices} vertices, cache {get_anny_cache_path()}, "
           f"{time.time() - t:.1f} s)")
+    from .app.vendor import ensure_vendored
+
+    try:
+        print(f"the app's 3D viewer is in {ensure_vendored()}")
+    except DiffMeshError as e:                  # everything but `diffmesh app` works without it
+        print(f"warning: {e}", file=sys.stderr)
+
+
+def _app(args: argparse.Namespace) -> None:
+    from .app.server import serve
+
+    if args.max_upload_mb <= 0:
+        raise DiffMeshError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    serve(args.host, args.port, args.max_upload_mb, args.device)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -27,6 +41,8 @@ def _run(args: argparse.Namespace) -> None:
 
     summary = run_video(args.video, args.output, _run_settings(args))
     print("\n".join(summary.lines()))
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _run_settings(args: argparse.Namespace):
@@ -34,7 +50,8 @@ def _run_settings(args: argparse.Namespace):
 
     exports = tuple(e.strip() for e in args.export.split(",") if e.strip()) if args.export else EXPORTS
     return RunSettings(checkpoint=args.checkpoint, device=args.device, body=args.body, smpl_path=args.smpl_path,
-                       focal=args.focal, render=not args.no_render, side_view=args.side_view, exports=exports,
+                       focal=args.focal, render=not args.no_render, side_view=args.side_view, top_view=args.top_view,
+                       exports=exports,
                        save_vertices=args.save_vertices, force=args.force, progress=not args.quiet,
                        resample=not args.no_resample, windows=args.windows, max_people=args.max_people,
                        person=args.person)
@@ -235,7 +252,10 @@ def _run_options(p: argparse.ArgumentParser, default_output: str | None, batch: 
     p.add_argument("--focal", type=float, default=None, help="focal length in pixels (default: the image diagonal)")
     p.add_argument("--no-render", action="store_true", help="skip overlay.mp4 (faster)")
     p.add_argument("--side-view", action="store_true", help="add a side view of the mesh beside the overlay")
-    p.add_argument("--export", default=None, help="comma-separated subset of npz,glb,bvh (default: all three)")
+    p.add_argument("--top-view", action="store_true", help="add the world seen from above beside the overlay, "
+                   "each person's path growing (static cameras; topview.png has the whole path)")
+    p.add_argument("--export", default=None, help="comma-separated subset of npz,glb,bvh,topview (default: all; topview.png only where a ground "
+                   "is found)")
     p.add_argument("--save-vertices", action="store_true", help="also store per-frame vertices in result.npz")
     p.add_argument("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_MODES,
                    help="how the model's 16-frame windows cover a video: independent (disjoint), blended (half "
@@ -286,6 +306,8 @@ def _add_video_commands(sub) -> None:
     p = sub.add_parser("demo", help=f"`run` on the bundled sample video ({DEMO_VIDEO.name})")
     _run_options(p, default_output="outputs/demo")
     p.set_defaults(func=_demo)
+
+    _add_app(sub)
 
 
 def _add_cmu_commands(sub) -> None:
@@ -479,8 +501,9 @@ def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="time DiffMesh against its baselines (Table 4), peer video heads (Table 9) and "
                        "the pipeline (per stage, growing videos) on this machine; one JSON object per line")
     p.add_argument("--settings", default="table4,table9,video,growth",
-                   help="comma-separated subset of table4,table9,video,growth,batch (default: all but batch, which "
-                   "runs `diffmesh batch` on eight clips with 1 and 2 workers and on a local Ray instance)")
+                   help="comma-separated subset of table4,table9,video,growth,batch,app (default: all but batch, "
+                   "which runs `diffmesh batch` on eight clips with 1 and 2 workers and on a local Ray instance, and "
+                   "app, which starts `diffmesh app` and times a job against `diffmesh run`)")
     p.add_argument("--quick", action="store_true", help="a small version of every setting (under a minute)")
     p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--repeats", type=int, default=None, help="timed rounds of every setting (default per setting: "
@@ -493,6 +516,25 @@ def _add_bench(sub) -> None:
     p.add_argument("--preset", default=None, help="table4 model size(s), comma-separated from tiny,small,paper "
                    "(default: tiny,paper; --quick: tiny)")
     p.set_defaults(func=_bench)
+
+
+def _add_app(sub) -> None:
+    p = sub.add_parser("app", help="the whole job in a local web page: upload a video, watch the result in 3D, "
+                       "download the files (docs/app.md)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this computer "
+                   "only; 0.0.0.0 lets others on the network use it)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: a free one, printed)")
+    p.add_argument("--max-upload-mb", type=int, default=500, help="largest upload accepted, in MB (default 500)")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="where the jobs run the model")
+    p.set_defaults(func=_app)
+
+
+def build_app_parser() -> argparse.ArgumentParser:
+    """The parser of `diffmesh app` alone: the full parser takes its choices from modules that import torch (3 s),
+    and the app's page must be served within 3 s of the command starting."""
+    parser = argparse.ArgumentParser(prog="diffmesh", description="DiffMesh: smooth human meshes from video.")
+    _add_app(parser.add_subparsers(dest="command", required=True))
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -509,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A user-facing problem (DiffMeshError) is one line and exit status 2; anything else is a
     bug and keeps its traceback."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = (build_app_parser() if argv[:1] == ["app"] else build_parser()).parse_args(argv)
     previous = raise_terminated_on_sigterm()
     try:
         args.func(args)

@@ -29,10 +29,11 @@ def _frame_vertices(body: BodyModel, motions: list, first: int, chunk: int) -> n
 
 
 def render_overlay(video, path, info: VideoInfo, body: BodyModel, motions: list, camera,
-                   side_view: bool, progress: bool, chunk: int = 32) -> None:
+                   side_view: bool, progress: bool, chunk: int = 32, top_view=None) -> None:
     """Second decoding pass: every person's mesh drawn over every frame (one colour each when there are several;
     frames without anybody pass through unchanged). Vertices are made `chunk` frames at a time, so memory does not
-    grow with the video's length."""
+    grow with the video's length. `side_view` adds a side view of the meshes; `top_view` (a `top_view.TopView`)
+    a panel with the world from above, each person's path growing."""
     faces = body.faces.cpu().numpy()
     P, V = len(motions), body.num_vertices
     colors = None if P == 1 else np.repeat(PERSON_COLORS[np.arange(P) % len(PERSON_COLORS)], V, 0)
@@ -41,9 +42,10 @@ def render_overlay(video, path, info: VideoInfo, body: BodyModel, motions: list,
     valid = np.any([m.valid for m in motions], axis=0)
     vertices, first = None, -chunk
     side_size = (info.height * 3 // 4 // 2 * 2, info.height)
+    top_panel = None if top_view is None else top_view.panels((info.height // 2 * 2, info.height))
+    width = info.width + (side_size[0] if side_view else 0) + (info.height // 2 * 2 if top_panel is not None else 0)
     # superfast: 20 % less encoding time than veryfast at the same quality (CRF), for somewhat larger files.
-    with VideoWriter(path, info.rate or info.fps, info.width + (side_size[0] if side_view else 0), info.height,
-                     preset="superfast") as writer:
+    with VideoWriter(path, info.rate or info.fps, width, info.height, preset="superfast") as writer:
         for frame in tqdm(iter_frames(video), total=len(valid), desc="render", unit="frame", disable=not progress,
                           leave=False):
             i = frame.index
@@ -56,4 +58,6 @@ def render_overlay(video, path, info: VideoInfo, body: BodyModel, motions: list,
                 side = (renderer.render_side(vertices[i - first], side_size) if ok
                         else np.zeros((side_size[1], side_size[0], 3), np.uint8))
                 image = np.concatenate([image, side], 1)
+            if top_panel is not None:
+                image = np.concatenate([image, top_panel(i)], 1)
             writer.write(image)

@@ -52,6 +52,9 @@ from .overlay import render_overlay
 from .paths import DEFAULT_CHECKPOINT
 from .predict import predict_clips
 from .result import Result, save_people
+from .run_settings import EXPORTS, RunSettings, RunSummary
+from .top_view import TopView
+from .video.camera_motion import MOVING_DRIFT, MotionProbe, camera_drift
 from .video.decode import VideoInfo, probe_video
 from .video.detect import detect_keypoints
 from .video.people import detect_tracks
@@ -61,62 +64,6 @@ from .rotations import interpolate, slerp_at
 from .world import Settled, World, ankle_height, fit_ground, for_exports, settle_feet
 from .windows import (DEFAULT_WINDOWS, WINDOW_MODES, RunPlan, model_rate, person_shapes, plan_runs, stitch,
                       window_samples, window_weights)
-
-EXPORTS = ("npz", "glb", "bvh")
-
-
-@dataclass
-class RunSettings:
-    """What `diffmesh run` does. checkpoint None = the shipped default; focal None = the image diagonal (px)."""
-
-    checkpoint: str | None = None
-    device: str = "cpu"
-    body: str = "anny"
-    smpl_path: str | None = None
-    focal: float | None = None
-    render: bool = True
-    side_view: bool = False
-    exports: tuple[str, ...] = EXPORTS
-    save_vertices: bool = False
-    batch_clips: int = 64
-    seed: int = 0
-    force: bool = False
-    progress: bool = True
-    resample: bool = True           # run the model at its training rate (windows.TRAINING_FPS), not the video's
-    windows: str = DEFAULT_WINDOWS  # windows.WINDOW_MODES: independent | blended | chained
-    keypoint_workers: int | None = None   # MediaPipe processes; None: 2 on 2+ cores for long videos (video/detect.py)
-    max_people: int = 1             # 1: MediaPipe's single-person tracker; N > 1 or 0 (all): video/people.py
-    person: int | None = None       # only this person (its id from video/people.py's ranking)
-
-    @property
-    def several_people(self) -> bool:
-        return self.max_people != 1 or self.person is not None
-
-
-@dataclass
-class RunSummary:
-    video: str
-    outdir: str
-    frames: int
-    valid_frames: int
-    people: int
-    fps_video: float
-    seconds: dict[str, float] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-
-    def stage_fps(self) -> dict[str, float]:
-        return {k: self.frames / max(v, 1e-9) for k, v in self.seconds.items()}
-
-    def lines(self) -> list[str]:
-        fps = self.stage_fps()
-        total = sum(v for k, v in self.seconds.items() if k != "total")
-        out = [f"{self.video}: {self.frames} frames at {self.fps_video:.2f} fps, a person in {self.valid_frames} "
-               f"({self.people} track{'s' if self.people != 1 else ''})",
-               "  " + ", ".join(f"{k} {fps[k]:.1f} fps" for k in self.seconds if k != "total")
-               + f"; total {self.frames / max(total, 1e-9):.1f} fps ({total:.1f} s)"]
-        out += [f"  wrote {Path(self.outdir) / f}" for f in self.files]
-        return out
-
 
 @dataclass
 class Camera:
@@ -144,27 +91,27 @@ class Motion:
 
 # ---------------------------------------------------------------- 1. keypoints and presence
 
-def find_person(video: str | Path, info: VideoInfo, progress: bool, workers: int | None = None
-                ) -> tuple[PoseTrack, np.ndarray, Presence]:
+def find_person(video: str | Path, info: VideoInfo, progress: bool, workers: int | None = None,
+                probe: MotionProbe | None = None) -> tuple[PoseTrack, np.ndarray, Presence]:
     """MediaPipe on every frame (`workers` processes, as `detect_keypoints` chooses when None), then presence: the
-    track, the frames' timestamps (T,) and where a person is."""
-    track, times = detect_keypoints(video, info, progress, workers)
+    track, the frames' timestamps (T,) and where a person is. `probe` keeps thumbnails for the camera-motion test."""
+    track, times = detect_keypoints(video, info, progress, workers, probe)
     if len(times) == 0:
         raise DiffMeshError(f"{video} has no decodable frames; check the file with another player")
     return track, times, decide_presence(track, info.fps, info.height)
 
 
-def find_people(video: str | Path, info: VideoInfo, settings: RunSettings
+def find_people(video: str | Path, info: VideoInfo, settings: RunSettings, probe: MotionProbe | None = None
                 ) -> tuple[list[tuple[PoseTrack, Presence]], list[int], np.ndarray]:
     """Stage 1 for every person: each person's track with its own presence, their ids and the frames'
     timestamps. One person (`max_people` 1, no `person`): MediaPipe's single-person tracker (`find_person`), id 0;
     else the multi-person landmarker and tracks (`video/people.py`), minus the tracks in which presence finds no
     real person (no body is made for them)."""
     if not settings.several_people:
-        track, times, presence = find_person(video, info, settings.progress, settings.keypoint_workers)
+        track, times, presence = find_person(video, info, settings.progress, settings.keypoint_workers, probe)
         return [(track, presence)], [0], times
     tracks, ids, times = detect_tracks(video, info.num_frames, settings.progress, settings.max_people or None,
-                                       settings.person)
+                                       settings.person, probe=probe)
     if len(times) == 0:
         raise DiffMeshError(f"{video} has no decodable frames; check the file with another player")
     people = [(track, decide_presence(track, info.fps, info.height)) for track in tracks]
@@ -413,11 +360,14 @@ def place_body(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray, keypoin
     return Motion(rotmats, shapes, translation, joints_cam, presence.valid)
 
 
-def find_world(body: BodyModel, recovered: list[tuple[np.ndarray, Motion, float | None]], fps: float
-               ) -> tuple[World | None, list[Settled | None]]:
+def find_world(body: BodyModel, recovered: list[tuple[np.ndarray, Motion, float | None]], fps: float,
+               drift: float = 0.0) -> tuple[World | None, list[Settled | None]]:
     """Stage 4b: the ground and a z-up world frame from everyone's planted feet (`world.py`), for a static camera,
     and each person placed in it with planted feet held still on their level (`world.settle_feet`); (None, ...)
-    without enough evidence (the outputs then stay in the camera frame)."""
+    without enough evidence or when the camera moved (`drift`, `video/camera_motion.py`): the outputs then stay in
+    the camera frame."""
+    if drift > MOVING_DRIFT:
+        return None, [None] * len(recovered)
     people = [(m.joints_cam, keypoints, m.valid, ankle_height(body, m.shapes[m.valid].mean(0)) if m.valid.any()
                else 0.0) for keypoints, m, _ in recovered]
     world = fit_ground([p for p in people if p[2].any()], fps)
@@ -431,7 +381,7 @@ def find_world(body: BodyModel, recovered: list[tuple[np.ndarray, Motion, float 
 def make_result(track: PoseTrack, times: np.ndarray, presence: Presence, keypoints: np.ndarray, motion: Motion,
                 camera: Camera, info: VideoInfo, body: BodyModel, model: DiffMeshModel, checkpoint: str,
                 retarget_error: float | None, save_vertices: bool, world: World | None = None,
-                settled: Settled | None = None) -> Result:
+                settled: Settled | None = None, drift: float | None = None) -> Result:
     valid, skeleton = motion.valid, body.skeleton()
     vertices = faces = None
     if save_vertices:                                # 256 frames at a time: float32 vertices of long videos are big
@@ -455,7 +405,7 @@ def make_result(track: PoseTrack, times: np.ndarray, presence: Presence, keypoin
         world_from_camera=None if world is None else world.world_from_camera,
         joints3d_world=None if settled is None else settled.joints_world,
         foot_contacts=None if settled is None else settled.contacts,
-        camera_height_m=None if world is None else world.camera_height_m)
+        camera_height_m=None if world is None else world.camera_height_m, camera_drift=drift)
 
 
 def _root_translation(body: BodyModel, motion: Motion) -> np.ndarray:
@@ -488,6 +438,9 @@ def write_exports(staging: Path, exports: tuple[str, ...], results: list[Result]
                                                       in zip(moved, motions, results)], fps,
                          names=[f"person{i}" for i in ids] if several else [""])
         files.append("mesh.glb")
+    if "topview" in exports and world is not None:
+        top_view(results, ids, settled).save_png(staging / "topview.png")
+        files.append("topview.png")
     if "bvh" in exports:
         for i, (rotmats, root), motion, result in zip(ids, moved, motions, results):
             name = f"motion_person{i}.bvh" if several else "motion.bvh"
@@ -496,14 +449,25 @@ def write_exports(staging: Path, exports: tuple[str, ...], results: list[Result]
     return files
 
 
+def top_view(results: list[Result], ids: list[int], settled: list[Settled]) -> TopView:
+    """The world from above (`top_view.py`) with everyone's settled path, for topview.png and the overlay's panel."""
+    r = results[0]
+    return TopView([(i, s.joints_world, res.valid, s.contacts, res.track_id) for i, res, s in zip(ids, results, settled)
+                    if s is not None],
+                   r.world_from_camera, r.focal, int(r.image_size[0]))
+
+
 class Stopwatch:
     """Seconds per stage, in the order the stages ran."""
 
-    def __init__(self):
+    def __init__(self, on_stage=None):
         self.seconds: dict[str, float] = {}
+        self.on_stage = on_stage
 
     @contextmanager
     def __call__(self, stage: str):
+        if self.on_stage is not None:
+            self.on_stage(stage)
         t = time.perf_counter()
         yield
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t   # summed over people
@@ -539,12 +503,12 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
         raise DiffMeshError(f"--max-people must be 0 (everyone) or a positive number, got {settings.max_people}")
     t_start = time.perf_counter()
     info = probe_video(video)
-    clock = Stopwatch()
+    clock, probe = Stopwatch(settings.on_stage), MotionProbe()
     with staged_outdir(outdir, settings.force) as staging:
         with clock("setup"):
             parts = load_run_parts(settings)
         with clock("decode+keypoints"):
-            people, ids, times = find_people(video, info, settings)
+            people, ids, times = find_people(video, info, settings, probe)
         if not any(presence.valid.any() for _, presence in people):
             who = f"person {settings.person}" if settings.person is not None else "person"
             raise DiffMeshError(f"no {who} found in {video} (MediaPipe found no plausible body in any of "
@@ -554,21 +518,35 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
                      for track, presence in people]
         body, model, _, checkpoint, _ = parts
         with clock("world"):
-            world, settled = find_world(body, recovered, info.fps)
+            drift = camera_drift(probe.thumbnails(), [track.landmarks for track, _ in people])
+            world, settled = find_world(body, recovered, info.fps, drift)
         with clock("export"):
             results = [make_result(track, times, presence, keypoints, motion, camera, info, body, model, checkpoint,
-                                   error, settings.save_vertices, world, placed)
+                                   error, settings.save_vertices, world, placed, drift)
                        for (track, presence), (keypoints, motion, error), placed in zip(people, recovered, settled)]
             motions = [motion for _, motion, _ in recovered]
             files = write_exports(staging, settings.exports, results, ids, body, motions, info.fps,
                                   settings.several_people, world, settled)
         if settings.render:
             with clock("render"):
+                panels = top_view(results, ids, settled) if settings.top_view and world is not None else None
                 render_overlay(video, staging / "overlay.mp4", info, body, motions, camera, settings.side_view,
-                               settings.progress)
+                               settings.progress, top_view=panels)
             files.append("overlay.mp4")
     clock.seconds["total"] = time.perf_counter() - t_start
     valid = np.any([m.valid for m in motions], axis=0)
     tracks = people[0][1].num_tracks if not settings.several_people else len(people)
     return RunSummary(str(video), str(Path(outdir)), len(times), int(valid.sum()), tracks, info.fps, clock.seconds,
-                      files)
+                      files, run_warnings(drift, world, settings))
+
+
+def run_warnings(drift: float, world: World | None, settings: RunSettings) -> list[str]:
+    """What a user should be told about the outputs of a run that worked."""
+    out = []
+    if drift > MOVING_DRIFT:
+        out.append(f"the camera moves (the view drifts by {drift:.0%} of the image width): the world frame needs a "
+                   "static camera, so the outputs stay in the camera frame (no ground, no foot contacts, no top view)")
+    elif world is None and ("topview" in settings.exports or settings.top_view):
+        out.append("no ground found (nobody plants a foot long enough): the outputs stay in the camera frame and "
+                   "there is no top view")
+    return out

@@ -26,9 +26,9 @@ PEOPLE_FORMAT_VERSION = 2
 _PER_FRAME = ("valid", "joints3d", "translation", "pose_rotmats", "shape", "keypoints2d", "landmarks2d",
               "mediapipe_world", "track_id", "vertices", "joints3d_world", "foot_contacts")
 _OPTIONAL = ("retarget_error_mm", "vertices", "faces", "world_from_camera", "joints3d_world", "camera_height_m",
-             "foot_contacts")
+             "foot_contacts", "camera_drift")
 _STRINGS = ("body_model", "body_version", "checkpoint", "method")
-_SCALARS = ("fps", "focal", "retarget_error_mm", "camera_height_m")
+_SCALARS = ("fps", "focal", "retarget_error_mm", "camera_height_m", "camera_drift")
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Result:
     joints3d_world: np.ndarray | None = None     # (T, 17, 3) float32, the joints in that world, feet settled
     camera_height_m: float | None = None        # the camera's height above the ground
     foot_contacts: np.ndarray | None = None      # (T, 2) bool, right and left ankle planted (with a world)
+    camera_drift: float | None = None           # how far the view moved, share of the image width (camera_motion.py)
 
     @property
     def num_frames(self) -> int:

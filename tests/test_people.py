@@ -143,7 +143,7 @@ def demo_people(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("people") / "demo"
     assert main(["run", str(VIDEOS_DIR / "sports2d_demo_walk_jumpingjacks_flip.mp4"), "-o", str(out),
-                 "--max-people", "0", "--quiet"]) == 0
+                 "--max-people", "0", "--top-view", "--quiet"]) == 0
     return out
 
 
@@ -233,6 +233,65 @@ def test_the_demo_exports_hold_every_person(demo_people):
         patch = frame[y - 3:y + 4, x - 3:x + 4].reshape(-1, 3).mean(0)
         tints.append(patch / patch.sum())
     assert np.abs(tints[0] - tints[1]).max() > 0.05
+
+
+def test_the_demo_top_view_draws_each_person_once_they_are_there(demo_people):
+    """topview.png, and the overlay's panel beside the video: a person's path appears in their colour only from
+    the frame they are first seen (the third man enters after the flip)."""
+    import cv2
+
+    from diffmesh.overlay import PERSON_COLORS
+    from diffmesh.result import load_people
+    from diffmesh.video.decode import iter_frames, probe_video
+
+    people = load_people(demo_people / "result.npz")
+    assert all(p.camera_drift < 0.01 for p in people)                      # a still camera: measured 0.1 %
+    assert cv2.imread(str(demo_people / "topview.png")).shape == (800, 800, 3)
+    assert probe_video(demo_people / "overlay.mp4").width == 1280 + 720
+    late = int(np.argmax([np.flatnonzero(p.valid)[0] for p in people]))
+    enters = int(np.flatnonzero(people[late].valid)[0])
+    assert enters > 30
+    colours = (255 * 0.8 * PERSON_COLORS[:len(people)]).astype(int)
+    seen = {}
+    for frame in iter_frames(demo_people / "overlay.mp4"):
+        if frame.index in (enters - 10, len(people[0].valid) - 1):
+            panel = frame.rgb[:, 1280:].astype(int)
+            seen[frame.index] = [int((np.abs(panel - c).max(-1) < 25).sum()) for c in colours]
+    before, after = seen[enters - 10], seen[len(people[0].valid) - 1]
+    assert before[late] == 0 and after[late] > 50 and min(after) > 50
+
+
+def _crowd(path):
+    """Two moments of the demo side by side at half size: the woman walking below the box twice (a second apart)
+    and the man on the box, smaller and farther; 40 frames of 1280 x 360."""
+    import cv2
+
+    from diffmesh.paths import VIDEOS_DIR
+    from diffmesh.video.decode import VideoWriter, iter_frames
+
+    frames = {f.index: f.rgb for f in iter_frames(VIDEOS_DIR / "sports2d_demo_walk_jumpingjacks_flip.mp4",
+                                                   max_frames=190) if f.index >= 90}
+    with VideoWriter(path, 30) as out:
+        for i in range(90, 130):
+            halves = [cv2.resize(frames[k], (640, 360), interpolation=cv2.INTER_AREA) for k in (i, i + 60)]
+            out.write(np.concatenate(halves, 1))
+    return path
+
+
+def test_a_crowd_larger_than_max_people_keeps_the_most_prominent(tmp_path):
+    """Three people found (measured), two asked for: the two larger people walking on the floor are kept, the man
+    on the box (smaller, higher in the image) is dropped, and each kept body lies on its own person."""
+    from diffmesh.cli import main
+    from diffmesh.result import load_people
+
+    out = tmp_path / "out"
+    assert main(["run", str(_crowd(tmp_path / "crowd.mp4")), "-o", str(out), "--max-people", "2", "--no-render",
+                 "--export", "npz", "--quiet"]) == 0
+    people = load_people(out / "result.npz")
+    assert len(people) == 2
+    hips = [np.nanmedian(p.landmarks2d[p.valid][:, [23, 24], :2], (0, 1)) for p in people]
+    assert all(y > 180 for _, y in hips) and abs(hips[0][0] - hips[1][0]) > 200      # one in each half, on the floor
+    assert all(p.valid.sum() >= 30 and p.reprojection["percent_of_height"] < 10 for p in people)
 
 
 def test_a_negative_person_count_gets_one_line_and_no_output(tmp_path, capsys):

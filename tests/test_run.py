@@ -56,7 +56,8 @@ def squats_run(tmp_path_factory):
 
 def test_run_writes_every_output_of_a_real_video(squats_run):
     out = squats_run
-    assert sorted(p.name for p in out.iterdir()) == ["mesh.glb", "motion.bvh", "overlay.mp4", "result.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["mesh.glb", "motion.bvh", "overlay.mp4", "result.npz",
+                                                    "topview.png"]
     r = np.load(out / "result.npz")
     T = 65
     assert r["joints3d"].shape == (T, 17, 3) and r["valid"].shape == (T,) and r["valid"].dtype == bool
@@ -142,15 +143,21 @@ def test_glb_and_bvh_load_with_independent_readers(squats_run):
     assert bvh.nframes == 65 and abs(bvh.frame_time - 0.2) < 1e-6 and len(bvh.get_joints_names()) == 24
 
 
-def test_frames_without_a_person_get_no_body(tmp_path):
-    # The right part of the demo: the woman walks out of it around frame 105, then nobody is there.
+@pytest.mark.parametrize("people", ["1", "0"])
+def test_frames_without_a_person_get_no_body(tmp_path, people):
+    """The right part of the demo: the woman walks out of it, cut by its edge, around frame 105, then nobody is
+    there; with the single-person tracker and with the multi-person landmarker (`--max-people 0`) alike."""
+    from diffmesh.result import load_people
+
     clip = cut(need(WALK), tmp_path / "leaves.mp4", range(70, 130), slice(760, 1280))
     out = tmp_path / "out"
-    assert main(["run", str(clip), "-o", str(out), "--quiet"]) == 0
-    r = np.load(out / "result.npz")
-    valid = r["valid"]
+    assert main(["run", str(clip), "-o", str(out), "--quiet", "--max-people", people]) == 0
+    found = load_people(out / "result.npz")
+    r = found[0]
+    valid = r.valid
     assert valid[:25].all() and not valid[-15:].any()
-    assert np.isnan(r["joints3d"][~valid]).all() and np.isfinite(r["joints3d"][valid]).all()
+    assert not any(p.valid[-15:].any() for p in found)               # nobody invented once she has gone
+    assert np.isnan(r.joints3d[~valid]).all() and np.isfinite(r.joints3d[valid]).all()
     n, _ = frame_count(out / "overlay.mp4")
     assert n == 60
     with av.open(str(out / "overlay.mp4")) as c:
@@ -175,10 +182,12 @@ def _empty_scene(tmp_path: Path) -> Path:
     return path
 
 
-def test_nobody_in_view_is_one_line_and_leaves_nothing(tmp_path, capsys):
+@pytest.mark.parametrize("people", ["1", "0"])
+def test_nobody_in_view_is_one_line_and_leaves_nothing(tmp_path, capsys, people):
+    """The single-person tracker and the multi-person landmarker (`--max-people 0`) alike."""
     empty = _empty_scene(tmp_path)
     out = tmp_path / "out"
-    assert main(["run", str(empty), "-o", str(out), "--quiet"]) == 2
+    assert main(["run", str(empty), "-o", str(out), "--quiet", "--max-people", people]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no person found" in err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4"]

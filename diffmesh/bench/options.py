@@ -11,8 +11,8 @@ import torch
 from ..errors import DeviceError, DiffMeshError, SettingsError
 
 SCHEMA = "diffmesh-bench/1"
-SETTINGS = ("table4", "table9", "video", "growth", "batch")
-DEFAULT_SETTINGS = ("table4", "table9", "video", "growth")   # batch on request: it starts a Ray instance
+SETTINGS = ("table4", "table9", "video", "growth", "batch", "app")
+DEFAULT_SETTINGS = ("table4", "table9", "video", "growth")   # batch (a Ray instance) and app (servers) on request
 TABLE4_METHODS = ("diffmesh", "baseline1", "baseline2")
 GROWTH_LENGTHS = (64, 256, 1024, 4096)
 QUICK_GROWTH_LENGTHS = (64, 256)
@@ -20,8 +20,8 @@ QUICK_VIDEO_FRAMES = 64
 TABLE9_FRAMES, TABLE9_CLIPS = 64, 4
 
 # Timed rounds per setting (`--repeats` overrides all); warm-up calls per item before them.
-REPEATS = {"table4": 10, "table9": 5, "video": 3, "growth": 1}
-QUICK_REPEATS = {"table4": 3, "table9": 1, "video": 1, "growth": 1}
+REPEATS = {"table4": 10, "table9": 5, "video": 3, "growth": 1, "app": 3}
+QUICK_REPEATS = {"table4": 3, "table9": 1, "video": 1, "growth": 1, "app": 1}
 GROWTH_MODEL_REPEATS, QUICK_GROWTH_MODEL_REPEATS = 3, 1
 WARMUP = {"table4": 2, "table9": 1, "video": 1, "growth": 1}
 QUICK_WARMUP = {"table4": 1, "table9": 1, "video": 1, "growth": 1}
@@ -43,6 +43,8 @@ TARGETS = {
     "batch_pool2_vs_pool1": 1.5,    # eight short clips: 2 local workers' throughput / 1 worker's
     "batch_ray_vs_pool2": 0.85,     # Ray on a local instance (start-up excluded) within 15 % of the 2-worker pool
     "batch_peak_worker_mb": 1200.0,
+    "app_page_s": 3.0,              # `diffmesh app` started -> its page served
+    "app_vs_run_speed": 0.9,        # `diffmesh run` wall time / the app's job wall time, same video and options
 }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .app import bench_app
 from .batch import bench_batch
 from .growth import bench_growth
 from .measure import Recorder, hardware_info
@@ -50,6 +51,8 @@ def _run_settings(opts: BenchOptions, device: torch.device, echo: Callable[[str]
                 bench_video(opts, device, rec, cache)
             elif setting == "batch":
                 bench_batch(opts, device, rec, Path(tmp))
+            elif setting == "app":
+                bench_app(opts, rec, Path(tmp))
             else:
                 bench_growth(opts, device, rec, cache)
             print(f"diffmesh bench: {setting} done in {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)

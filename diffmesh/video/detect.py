@@ -29,15 +29,16 @@ WORKER_CODE = ("import sys, signal\n"
                "from diffmesh.video.pose import track_frames_to_file as run; run(*sys.argv[1:])")
 
 
-def detect_keypoints(video: str | Path, info: VideoInfo, progress: bool = True, workers: int | None = None
-                     ) -> tuple[PoseTrack, np.ndarray]:
+def detect_keypoints(video: str | Path, info: VideoInfo, progress: bool = True, workers: int | None = None,
+                     probe=None) -> tuple[PoseTrack, np.ndarray]:
     """MediaPipe on every frame: the pose track (T frames) and the frames' timestamps (T,) in seconds.
-    `workers` None: two processes when the machine has two cores or more and the video is long enough."""
+    `workers` None: two processes when the machine has two cores or more and the video is long enough. `probe`
+    (a `camera_motion.MotionProbe`) gets the thumbnails of every frame, the worker's included."""
     T = info.num_frames or 0
     if workers is None:
         workers = 2 if (os.cpu_count() or 1) >= 2 and T >= WORKER_MIN_FRAMES else 1
     if workers <= 1 or T < 2:
-        return track_frames(str(video), progress=progress, total=T or None)
+        return track_frames(str(video), progress=progress, total=T or None, probe=probe)
     split = min(T - 1, (T + WORKER_STARTUP_FRAMES) // 2)
     with tempfile.TemporaryDirectory(prefix="diffmesh-keypoints-") as tmp:
         result, log = Path(tmp) / "second_half.npz", Path(tmp) / "worker.log"
@@ -48,7 +49,7 @@ def detect_keypoints(video: str | Path, info: VideoInfo, progress: bool = True, 
             worker = subprocess.Popen([sys.executable, "-c", WORKER_CODE, str(video), str(split), str(result)],
                                       stdout=subprocess.DEVNULL, stderr=log_file, env=env)
         try:
-            track_a, times_a = track_frames(str(video), 0, split, progress, total=split)
+            track_a, times_a = track_frames(str(video), 0, split, progress, total=split, probe=probe)
             worker.wait()
             err = log.read_text(errors="replace")
         finally:
@@ -60,5 +61,7 @@ def detect_keypoints(video: str | Path, info: VideoInfo, progress: bool = True, 
         if worker.returncode != 0:
             last = [line for line in err.strip().splitlines() if line.strip()][-1:] or ["no message"]
             raise DiffMeshError(f"the keypoint worker failed on the second half of {video}: {last[0][:200]}")
-        track_b, times_b = read_track_file(result)
+        track_b, times_b, thumbs_b = read_track_file(result)
+        if probe is not None:
+            probe.extend(thumbs_b)
     return concatenate_tracks([track_a, track_b]), np.concatenate([times_a, times_b])

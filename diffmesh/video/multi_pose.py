@@ -210,9 +210,9 @@ def merge_people(found: list[tuple[People, tuple]], frame: tuple[int, int]) -> P
 
 
 def detect_frames(video: str | Path, num_poses: int = 4, cache: str | Path | None = None, tiles: bool = False,
-                  total: int | None = None, progress: bool = False) -> tuple[list[People], np.ndarray]:
+                  total: int | None = None, progress: bool = False, probe=None) -> tuple[list[People], np.ndarray]:
     """PoseLandmarker on every frame of a video (and its tiles, see `MultiPoseEstimator`): one `People` per frame
-    and the frames' timestamps (T,) in seconds."""
+    and the frames' timestamps (T,) in seconds; `probe` (a `camera_motion.MotionProbe`) sees the frames too."""
     from tqdm import tqdm
 
     from .decode import iter_frames
@@ -223,6 +223,8 @@ def detect_frames(video: str | Path, num_poses: int = 4, cache: str | Path | Non
                           leave=False):
             frames.append(estimator.process(frame.rgb, frame.time_s))
             times.append(frame.time_s)
+            if probe is not None:
+                probe.add(frame.index, frame.time_s, frame.rgb)
     return frames, np.asarray(times, np.float64)
 
 

@@ -110,7 +110,7 @@ def track_people(frames: list[People], fps: float, settings: TrackSettings = Tra
 
 
 def detect_tracks(video, total: int | None = None, progress: bool = True, max_people: int | None = None,
-                  person: int | None = None, settings: TrackSettings = TrackSettings()
+                  person: int | None = None, settings: TrackSettings = TrackSettings(), probe=None
                   ) -> tuple[list[PoseTrack], list[int], np.ndarray]:
     """The people of a video as `diffmesh run --max-people` finds them: the landmarker on every frame and its
     crops (`multi_pose.MultiPoseEstimator(tiles=True)`), then `track_people`. Returns the tracks, their ids (their
@@ -118,7 +118,7 @@ def detect_tracks(video, total: int | None = None, progress: bool = True, max_pe
     track with that id (none when there is no such person)."""
     from .multi_pose import detect_frames
 
-    frames, times = detect_frames(video, tiles=True, total=total, progress=progress)
+    frames, times = detect_frames(video, tiles=True, total=total, progress=progress, probe=probe)
     fps = None
     if len(times) > 1:
         fps = (len(times) - 1) / max(times[-1] - times[0], 1e-9)

@@ -83,9 +83,10 @@ class PoseEstimator:
 
 
 def track_frames(video: str, first: int = 0, stop: int | None = None, progress: bool = False,
-                 total: int | None = None) -> tuple[PoseTrack, np.ndarray]:
+                 total: int | None = None, probe=None) -> tuple[PoseTrack, np.ndarray]:
     """MediaPipe on frames [first, stop) of a video (to the end when stop is None): the pose track and the
-    frames' timestamps (seconds). Module-level and light to import, so a worker process can run it."""
+    frames' timestamps (seconds); `probe` (a `camera_motion.MotionProbe`) sees the frames too. Module-level and
+    light to import, so a worker process can run it."""
     from tqdm import tqdm
 
     from .decode import iter_frames
@@ -96,6 +97,8 @@ def track_frames(video: str, first: int = 0, stop: int | None = None, progress: 
         for frame in tqdm(frames, total=total, desc="keypoints", unit="frame", disable=not progress, leave=False):
             estimator.process(frame.rgb)
             times.append(frame.time_s)
+            if probe is not None:
+                probe.add(frame.index, frame.time_s, frame.rgb)
         track = estimator.track()
     return track, np.asarray(times, np.float64)
 
@@ -106,11 +109,21 @@ def concatenate_tracks(parts: list[PoseTrack]) -> PoseTrack:
 
 
 def track_frames_to_file(video: str, first: str, out: str) -> None:
-    """`track_frames(video, first)` written to the npz `out` (the keypoint worker process's entry point)."""
-    track, times = track_frames(video, int(first))
-    np.savez(out, times=times, **{k: getattr(track, k) for k in ("landmarks", "visibility", "world", "returned")})
+    """`track_frames(video, first)` written to the npz `out` (the keypoint worker process's entry point), with
+    the camera-motion thumbnails of its frames."""
+    from .camera_motion import MotionProbe
+
+    probe = MotionProbe()
+    track, times = track_frames(video, int(first), probe=probe)
+    thumbs = probe.thumbnails()
+    np.savez(out, times=times, thumb_frames=thumbs.frames, thumb_images=thumbs.images, thumb_scale=thumbs.scale,
+             **{k: getattr(track, k) for k in ("landmarks", "visibility", "world", "returned")})
 
 
-def read_track_file(path) -> tuple[PoseTrack, np.ndarray]:
+def read_track_file(path):
+    """What `track_frames_to_file` wrote: the track, the timestamps and the thumbnails."""
+    from .camera_motion import Thumbnails
+
     with np.load(path) as f:
-        return PoseTrack(f["landmarks"], f["visibility"], f["world"], f["returned"]), f["times"]
+        return (PoseTrack(f["landmarks"], f["visibility"], f["world"], f["returned"]), f["times"],
+                Thumbnails(f["thumb_frames"], f["thumb_images"], float(f["thumb_scale"])))
