@@ -61,7 +61,7 @@ from .video.people import detect_tracks
 from .video.pose import PoseTrack
 from .video.presence import Presence, decide_presence
 from .rotations import interpolate, slerp_at
-from .world import Settled, World, ankle_height, fit_ground, for_exports, settle_feet
+from .world import Settled, World, ankle_height, fit_ground, for_exports, lock_feet, settle_feet
 from .windows import (DEFAULT_WINDOWS, WINDOW_MODES, RunPlan, model_rate, person_shapes, plan_runs, stitch,
                       window_samples, window_weights)
 
@@ -361,19 +361,27 @@ def place_body(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray, keypoin
 
 
 def find_world(body: BodyModel, recovered: list[tuple[np.ndarray, Motion, float | None]], fps: float,
-               drift: float = 0.0) -> tuple[World | None, list[Settled | None]]:
+               drift: float = 0.0) -> tuple[World | None, list[Settled | None], list[tuple]]:
     """Stage 4b: the ground and a z-up world frame from everyone's planted feet (`world.py`), for a static camera,
-    and each person placed in it with planted feet held still on their level (`world.settle_feet`); (None, ...)
-    without enough evidence or when the camera moved (`drift`, `video/camera_motion.py`): the outputs then stay in
-    the camera frame."""
+    each person placed in it with planted feet held still on their level (`world.settle_feet`) and their legs
+    turned so that those feet stay exactly there (`world.lock_feet`); returns the world, each person's settled
+    motion and `recovered` with the locked legs. (None, ...) without enough evidence or when the camera moved
+    (`drift`, `video/camera_motion.py`): the outputs then stay in the camera frame and the poses as they were."""
     if drift > MOVING_DRIFT:
-        return None, [None] * len(recovered)
+        return None, [None] * len(recovered), recovered
     people = [(m.joints_cam, keypoints, m.valid, ankle_height(body, m.shapes[m.valid].mean(0)) if m.valid.any()
                else 0.0) for keypoints, m, _ in recovered]
     world = fit_ground([p for p in people if p[2].any()], fps)
     if world is None:
-        return None, [None] * len(people)
-    return world, [settle_feet(world, *p, fps) for p in people]
+        return None, [None] * len(people), recovered
+    settled, locked = [], []
+    for (keypoints, m, error), person in zip(recovered, people):
+        placed = settle_feet(world, *person, fps)
+        rotmats, joints_cam, placed = lock_feet(world, body, m.rotmats, m.shapes, m.translation, m.valid, placed,
+                                                person[3])
+        settled.append(placed)
+        locked.append((keypoints, Motion(rotmats, m.shapes, m.translation, joints_cam, m.valid), error))
+    return world, settled, locked
 
 
 # ---------------------------------------------------------------- 5. outputs
@@ -519,7 +527,7 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
         body, model, _, checkpoint, _ = parts
         with clock("world"):
             drift = camera_drift(probe.thumbnails(), [track.landmarks for track, _ in people])
-            world, settled = find_world(body, recovered, info.fps, drift)
+            world, settled, recovered = find_world(body, recovered, info.fps, drift)
         with clock("export"):
             results = [make_result(track, times, presence, keypoints, motion, camera, info, body, model, checkpoint,
                                    error, settings.save_vertices, world, placed, drift)

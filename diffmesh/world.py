@@ -25,6 +25,8 @@ from .body.base import BodyModel
 from .video.presence import runs_of
 
 ANKLES = (3, 6)                 # Human3.6M right and left ankle
+LEGS = (("upperleg01.R", "lowerleg01.R", "foot.R"), ("upperleg01.L", "lowerleg01.L", "foot.L"))  # Anny, as ANKLES
+LOCK_RAMP = 3                   # frames over which a foot eases into and out of its lock
 HEAD = 10
 CONTACT_SPEED = 0.15            # person heights per second in the image: an ankle slower than this is planted
 # Planted ankles within this height of each other stand on one level: the monocular depth jitters by tens of cm
@@ -204,6 +206,7 @@ class Settled:
     joints_world: np.ndarray        # (T, 17, 3) NaN where not valid
     shift: np.ndarray               # (T, 3) added to the placed body in the world (zeros where not valid)
     contacts: np.ndarray            # (T, 2) bool: right and left ankle planted
+    anchors: np.ndarray | None = None    # (T, 2, 3) where each planted ankle is held in the world (NaN elsewhere)
 
 
 def onto_level(world: World, points: np.ndarray, level: float) -> np.ndarray:
@@ -268,7 +271,8 @@ def settle_feet(world: World, joints_cam: np.ndarray, keypoints2d: np.ndarray, v
     joints = world.to_world(joints_cam.astype(np.float64))
     ankles = joints[:, list(ANKLES)]
     contacts = planted(keypoints2d, valid, fps) & valid[:, None] & np.isfinite(ankles).all(-1)
-    wanted = contact_anchors(world, ankles, contacts, ankle_above_sole) - ankles     # NaN where not planted
+    anchors = contact_anchors(world, ankles, contacts, ankle_above_sole)
+    wanted = anchors - ankles                                                        # NaN where not planted
     shift = np.zeros((len(valid), 3))
     for start, stop in runs_of(valid):
         shift[start:stop] = smooth_shift(wanted[start:stop])
@@ -278,4 +282,66 @@ def settle_feet(world: World, joints_cam: np.ndarray, keypoints2d: np.ndarray, v
     shift[~valid] = 0.0
     settled = joints + shift[:, None]
     settled[~valid] = np.nan
-    return Settled(settled.astype(np.float32), shift, contacts)
+    return Settled(settled.astype(np.float32), shift, contacts, anchors)
+
+
+def lock_feet(world: World, body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray, translation: np.ndarray,
+              valid: np.ndarray, settled: Settled, ankle_above_sole: float = 0.0
+              ) -> tuple[np.ndarray, np.ndarray, Settled]:
+    """After `settle_feet`, the legs turned so that every planted ankle is exactly at its anchor (`body.foot_lock`,
+    easing in and out over LOCK_RAMP frames): what translation alone leaves of a sliding foot. A turned leg can
+    reach below the floor in a frame where it eases in: the body is raised there again (as `settle_feet` does), which
+    never moves a planted foot (its anchor is above the floor). Returns the new rotations (T, K, 3, 3), camera-frame
+    joints (T, 17, 3) (the pelvis keeps its place) and the settled motion with its world joints and shift redone. A
+    body without Anny's leg bones is returned as it was."""
+    from .body.foot_lock import lock_leg, lock_weights
+
+    names = body.skeleton().names
+    joints_cam = _posed_joints(body, rotmats, shapes, translation, valid)
+    if settled.anchors is None or not all(b in names for leg in LEGS for b in leg):
+        return rotmats, joints_cam, settled
+    anchors_cam = (settled.anchors - settled.shift[:, None] - world.world_from_camera[:3, 3]) \
+        @ world.world_from_camera[:3, :3]                              # where the ankles go, camera frame
+    targets, weights = lock_weights(anchors_cam - translation[:, None], LOCK_RAMP)    # pelvis-relative
+    weights[~valid] = 0.0
+    out = rotmats.copy()
+    parents = body.skeleton().parents
+    for shape in np.unique(shapes[valid], axis=0):
+        rows = np.flatnonzero(valid & (shapes == shape).all(1))
+        globals_, heads = _kinematics(body, out[rows], shape)
+        heads = heads - heads[:, :1]                                   # the root head is the pelvis joint
+        for k, leg in enumerate(LEGS):
+            bones = tuple(names.index(b) for b in leg)
+            out[rows] = lock_leg(out[rows], globals_, heads, bones, parents[bones[0]], targets[rows, k],
+                                 weights[rows, k])
+            globals_, heads = _kinematics(body, out[rows], shape)      # the second leg sees the first's result
+            heads = heads - heads[:, :1]
+    joints_cam = _posed_joints(body, out, shapes, translation, valid)
+    joints_world = world.to_world(joints_cam.astype(np.float64)) + settled.shift[:, None]
+    with np.errstate(invalid="ignore"):
+        lowest = np.nanmin(np.where(valid[:, None], joints_world[:, list(ANKLES), 2], np.inf), axis=1)
+    raise_by = np.where(valid & (lowest < ankle_above_sole), ankle_above_sole - lowest, 0.0)
+    shift = settled.shift + raise_by[:, None] * [0.0, 0.0, 1.0]
+    joints_world[..., 2] += raise_by[:, None]
+    joints_world[~valid] = np.nan
+    return out, joints_cam, Settled(joints_world.astype(np.float32), shift, settled.contacts, settled.anchors)
+
+
+def _kinematics(body: BodyModel, rotmats: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Global rotations (N, K, 3, 3) and bone heads (N, K, 3) of one shape's frames."""
+    s = torch.from_numpy(np.asarray(shape, np.float32))[None]
+    rest = body.rest_model(s, with_vertices=False)["heads"]
+    globals_, heads = body.posed_kinematics(torch.from_numpy(rotmats.astype(np.float32)), rest)
+    return globals_.numpy().astype(np.float64), heads.numpy().astype(np.float64)
+
+
+def _posed_joints(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray, translation: np.ndarray,
+                  valid: np.ndarray) -> np.ndarray:
+    """Camera-frame Human3.6M joints (T, 17, 3), the pelvis at `translation`; NaN where not valid."""
+    joints = np.full((len(valid), 17, 3), np.nan)
+    for shape in np.unique(shapes[valid], axis=0):
+        rows = np.flatnonzero(valid & (shapes == shape).all(1))
+        j = body.clip_joints(torch.from_numpy(rotmats[rows].astype(np.float32))[None],
+                             torch.from_numpy(np.asarray(shape, np.float32))[None])[0].numpy()
+        joints[rows] = j - j[:, :1] + translation[rows, None]
+    return joints

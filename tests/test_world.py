@@ -164,3 +164,76 @@ def test_no_frames_no_contacts_and_nothing_moved():
     world = fit_ground([(cam, kp, np.ones(60, bool), SOLE)], FPS)
     empty = settle_feet(world, np.full_like(cam, np.nan), kp, np.zeros(60, bool), SOLE, FPS)
     assert not empty.contacts.any() and np.isnan(empty.joints_world).all() and not empty.shift.any()
+
+
+def _anny_poses(body, T: int, rng) -> np.ndarray:
+    """(T, K, 3, 3) Anny poses: a slight random bend at every bone, the knees bent 20-40 degrees (so the legs can
+    reach around their ankles), the root upright in the camera."""
+    from diffmesh.body.base import camera_upright_root
+
+    names = body.skeleton().names
+    rot = Rotation.from_rotvec(rng.normal(0, 0.1, (T * len(names), 3))).as_matrix().reshape(T, len(names), 3, 3)
+    for knee in ("lowerleg01.R", "lowerleg01.L"):
+        rot[:, names.index(knee)] = Rotation.from_euler("x", rng.uniform(20, 40, (T, 1)), degrees=True).as_matrix()
+    rot[:, 0] = camera_upright_root().numpy()
+    return rot
+
+
+def test_leg_ik_puts_the_ankle_on_its_target_and_keeps_the_hip_the_bones_and_the_sole(anny_body):
+    from diffmesh.body.foot_lock import lock_leg
+    from diffmesh.world import LEGS, _kinematics
+
+    rng = np.random.default_rng(5)
+    names, parents = anny_body.skeleton().names, anny_body.skeleton().parents
+    rot, shape = _anny_poses(anny_body, 20, rng), np.zeros(6, np.float32)
+    g, h = _kinematics(anny_body, rot, shape)
+    up, low, foot = bones = tuple(names.index(b) for b in LEGS[0])
+    target = h[:, foot] + rng.normal(0, 0.02, (20, 3))                      # 2 cm away: within reach
+    new = lock_leg(rot, g, h, bones, parents[up], target, np.ones(20))
+    g2, h2 = _kinematics(anny_body, new, shape)
+    assert np.linalg.norm(h2[:, foot] - target, axis=-1).max() < 1e-5
+    assert np.allclose(h2[:, up], h[:, up], atol=1e-6)                       # the hip stays
+    for a, b in ((up, low), (low, foot)):                                    # the bones keep their lengths
+        assert np.allclose(np.linalg.norm(h2[:, b] - h2[:, a], axis=-1), np.linalg.norm(h[:, b] - h[:, a], axis=-1),
+                           atol=1e-5)
+    assert np.allclose(g2[:, foot], g[:, foot], atol=1e-5)                   # the sole does not tilt
+    others = [k for k in range(len(names)) if k not in bones]
+    assert np.array_equal(new[:, others], rot[:, others])
+    far = h[:, up] + 5.0 * (h[:, foot] - h[:, up])                           # out of reach: the leg points there
+    g3, h3 = _kinematics(anny_body, lock_leg(rot, g, h, bones, parents[up], far, np.ones(20)), shape)
+    towards = (h3[:, foot] - h3[:, up]) / np.linalg.norm(h3[:, foot] - h3[:, up], axis=-1, keepdims=True)
+    wanted = (far - h[:, up]) / np.linalg.norm(far - h[:, up], axis=-1, keepdims=True)
+    assert (towards * wanted).sum(-1).min() > 0.999
+
+
+def test_locked_feet_stay_on_their_anchor_and_ease_in_and_out(anny_body):
+    """A body whose legs jitter and whose right foot is planted for frames 10-29: after `lock_feet` the right
+    ankle sits on its anchor in every planted frame (no sliding at all), frames outside the ramp keep their pose,
+    and the camera-frame pelvis does not move."""
+    from diffmesh.world import LOCK_RAMP, Settled, World, lock_feet
+
+    rng = np.random.default_rng(6)
+    T = 40
+    rot, shapes = _anny_poses(anny_body, T, rng), np.zeros((T, 6), np.float32)
+    translation = np.tile([0.0, 0.3, 4.0], (T, 1))
+    R, t = _camera(2.0, 15.0)
+    to_world = np.eye(4)
+    to_world[:3, :3], to_world[:3, 3] = R.T, -R.T @ t
+    world = World(np.array([0.0, -1.0, 0.0]), 2.0, to_world, 0, 0, 0.0)
+    valid = np.ones(T, bool)
+    from diffmesh.world import _posed_joints
+
+    before = world.to_world(_posed_joints(anny_body, rot, shapes, translation, valid))
+    contacts = np.zeros((T, 2), bool)
+    contacts[10:30, 0] = True
+    anchors = np.full((T, 2, 3), np.nan)
+    anchors[10:30, 0] = np.median(before[10:30, ANKLES[0]], 0)
+    settled = Settled(before.astype(np.float32), np.zeros((T, 3)), contacts, anchors)
+    new_rot, joints_cam, locked = lock_feet(world, anny_body, rot, shapes, translation, valid, settled)
+    right = locked.joints_world[:, ANKLES[0]]
+    assert np.linalg.norm(right[10:30] - anchors[10:30, 0], axis=-1).max() < 1e-4
+    assert np.linalg.norm(before[10:30, ANKLES[0]] - anchors[10:30, 0], axis=-1).max() > 0.01   # it was sliding
+    untouched = np.r_[0:10 - LOCK_RAMP, 30 + LOCK_RAMP:T]
+    assert np.array_equal(new_rot[untouched], rot[untouched])
+    assert not np.array_equal(new_rot[10 - LOCK_RAMP:10], rot[10 - LOCK_RAMP:10])     # easing in
+    assert np.allclose(joints_cam[:, 0], translation, atol=1e-6)

@@ -1,5 +1,6 @@
 """`diffmesh eval --data renders --feet`: foot skating and ground penetration on the rendered test split, where the
-floor and the feet's true contacts are known, before and after the contact handling (`world.settle_feet`).
+floor and the feet's true contacts are known, before and after the contact handling (`world.settle_feet`, then
+the legs locked by `world.lock_feet`).
 
 Each render file goes through the run's steps after its keypoint stage (`renders.recover_file`), the body is placed
 in the render's own pinhole camera (`pipeline.place_body`) and the world is found from its planted feet
@@ -24,7 +25,7 @@ import numpy as np
 from ..body import load_body
 from ..paths import DEFAULT_CHECKPOINT
 from ..pipeline import Camera, RunSettings, keypoints_h36m, place_body
-from ..world import ANKLES, ankle_height, fit_ground, foot_skating_mm, settle_feet
+from ..world import ANKLES, ankle_height, fit_ground, foot_skating_mm, lock_feet, settle_feet
 from .renders import load_models, recover_file, test_files
 
 CONTACT_SPEED_MS = 0.3
@@ -59,10 +60,12 @@ def file_feet(model, rate: float, body, data: dict, settings: RunSettings) -> di
     truth = np.asarray(data["joints_world"], np.float64)
     contacts = true_contacts(truth[:, list(ANKLES)], ankle_height(body, data["shape"]), fps) & motion.valid[:, None]
     settled = settle_feet(world, motion.joints_cam, keypoints, motion.valid, ankle_up, fps)
+    _, locked_cam, settled = lock_feet(world, body, motion.rotmats, motion.shapes, motion.translation, motion.valid,
+                                       settled, ankle_up)
     out = {"frames": int(motion.valid.sum()), "contacts": int(contacts.sum()),
            "camera_height_error_m": abs(world.camera_height_m - float(data["camera_position"][2])),
            "truth_skating_mm": foot_skating_mm(truth, contacts, fps)}
-    after_cam = motion.joints_cam + world.vectors_in_camera(settled.shift)[:, None]
+    after_cam = locked_cam + world.vectors_in_camera(settled.shift)[:, None]
     for name, joints_world, cam in (("before", world.to_world(motion.joints_cam), motion.joints_cam),
                                     ("after", settled.joints_world, after_cam)):
         ankles = in_render_world(data, cam[:, list(ANKLES)])
