@@ -361,27 +361,20 @@ def place_body(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray, keypoin
 
 
 def find_world(body: BodyModel, recovered: list[tuple[np.ndarray, Motion, float | None]], fps: float,
-               drift: float = 0.0) -> tuple[World | None, list[Settled | None], list[tuple]]:
+               drift: float = 0.0) -> tuple[World | None, list[Settled | None]]:
     """Stage 4b: the ground and a z-up world frame from everyone's planted feet (`world.py`), for a static camera,
     each person placed in it with planted feet held still on their level (`world.settle_feet`) and their legs
-    turned so that those feet stay exactly there (`world.lock_feet`); returns the world, each person's settled
-    motion and `recovered` with the locked legs. (None, ...) without enough evidence or when the camera moved
-    (`drift`, `video/camera_motion.py`): the outputs then stay in the camera frame and the poses as they were."""
+    turned so that those feet stay exactly there (`world.lock_feet`): the world outputs. (None, ...) without enough
+    evidence or when the camera moved (`drift`, `video/camera_motion.py`): the outputs then stay in the camera frame."""
     if drift > MOVING_DRIFT:
-        return None, [None] * len(recovered), recovered
+        return None, [None] * len(recovered)
     people = [(m.joints_cam, keypoints, m.valid, ankle_height(body, m.shapes[m.valid].mean(0)) if m.valid.any()
                else 0.0) for keypoints, m, _ in recovered]
     world = fit_ground([p for p in people if p[2].any()], fps)
     if world is None:
-        return None, [None] * len(people), recovered
-    settled, locked = [], []
-    for (keypoints, m, error), person in zip(recovered, people):
-        placed = settle_feet(world, *person, fps)
-        rotmats, joints_cam, placed = lock_feet(world, body, m.rotmats, m.shapes, m.translation, m.valid, placed,
-                                                person[3])
-        settled.append(placed)
-        locked.append((keypoints, Motion(rotmats, m.shapes, m.translation, joints_cam, m.valid), error))
-    return world, settled, locked
+        return None, [None] * len(people)
+    return world, [lock_feet(world, body, m.rotmats, m.shapes, m.translation, m.valid, settle_feet(world, *p, fps),
+                             p[3]) for (_, m, _), p in zip(recovered, people)]
 
 
 # ---------------------------------------------------------------- 5. outputs
@@ -439,8 +432,8 @@ def write_exports(staging: Path, exports: tuple[str, ...], results: list[Result]
         files.append("result.npz")
     moved = [(m.rotmats, _root_translation(body, m)) for m in motions]
     if world is not None:                  # frames without a body hold the last pose (export.py): any value does
-        moved = [for_exports(world, rotmats, root + world.vectors_in_camera(s.shift))
-                 for (rotmats, root), s in zip(moved, settled)]
+        moved = [for_exports(world, s.rotmats, root + world.vectors_in_camera(s.shift))
+                 for (_, root), s in zip(moved, settled)]
     if "glb" in exports:
         write_glb_people(staging / "mesh.glb", body, [(rotmats, r.shape_mean, root, m.valid) for (rotmats, root), m, r
                                                       in zip(moved, motions, results)], fps,
@@ -527,7 +520,7 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
         body, model, _, checkpoint, _ = parts
         with clock("world"):
             drift = camera_drift(probe.thumbnails(), [track.landmarks for track, _ in people])
-            world, settled, recovered = find_world(body, recovered, info.fps, drift)
+            world, settled = find_world(body, recovered, info.fps, drift)
         with clock("export"):
             results = [make_result(track, times, presence, keypoints, motion, camera, info, body, model, checkpoint,
                                    error, settings.save_vertices, world, placed, drift)

@@ -60,12 +60,12 @@ def file_feet(model, rate: float, body, data: dict, settings: RunSettings) -> di
     truth = np.asarray(data["joints_world"], np.float64)
     contacts = true_contacts(truth[:, list(ANKLES)], ankle_height(body, data["shape"]), fps) & motion.valid[:, None]
     settled = settle_feet(world, motion.joints_cam, keypoints, motion.valid, ankle_up, fps)
-    _, locked_cam, settled = lock_feet(world, body, motion.rotmats, motion.shapes, motion.translation, motion.valid,
-                                       settled, ankle_up)
+    settled = lock_feet(world, body, motion.rotmats, motion.shapes, motion.translation, motion.valid, settled,
+                        ankle_up)
     out = {"frames": int(motion.valid.sum()), "contacts": int(contacts.sum()),
            "camera_height_error_m": abs(world.camera_height_m - float(data["camera_position"][2])),
            "truth_skating_mm": foot_skating_mm(truth, contacts, fps)}
-    after_cam = locked_cam + world.vectors_in_camera(settled.shift)[:, None]
+    after_cam = world.to_camera(settled.joints_world.astype(np.float64))
     for name, joints_world, cam in (("before", world.to_world(motion.joints_cam), motion.joints_cam),
                                     ("after", settled.joints_world, after_cam)):
         ankles = in_render_world(data, cam[:, list(ANKLES)])
