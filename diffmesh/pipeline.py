@@ -33,14 +33,14 @@ import functools
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .body import H36M_JOINT_NAMES, load_body
-from .body.base import BodyModel
+from .body.base import BodyModel, joints_per_shape
 from .camera import default_focal, place_in_camera, reprojection_error
 from .checkpoint import load_model, read_checkpoint
 from .errors import DiffMeshError
@@ -297,19 +297,8 @@ def recover_meshes(model: DiffMeshModel, keypoints: np.ndarray, clips: list[np.n
     return rotmats, shapes
 
 
-@torch.inference_mode()
-def body_joints(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray) -> np.ndarray:
-    """Human3.6M joints (T, 17, 3) of the posed body (joints only, no skinning). Frames that share a shape (a person)
-    are posed together from one rest model, which is what costs time."""
-    out = np.zeros((len(rotmats), 17, 3), np.float32)
-    if len(rotmats) == 0:
-        return out
-    unique, inverse = np.unique(shapes, axis=0, return_inverse=True)
-    for u, shape in enumerate(unique):
-        idx = np.where(inverse.reshape(-1) == u)[0]
-        joints = body.clip_joints(torch.from_numpy(rotmats[idx])[None], torch.from_numpy(shape)[None])[0]
-        out[idx] = joints.numpy()
-    return out
+# Human3.6M joints (T, 17, 3) of posed frames, one rest model per person's shape (`body.base.joints_per_shape`)
+body_joints = joints_per_shape
 
 
 def to_output_body(model_body: BodyModel, body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray,

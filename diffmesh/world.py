@@ -21,7 +21,7 @@ import torch
 from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
-from .body.base import BodyModel
+from .body.base import BodyModel, joints_per_shape
 from .video.presence import runs_of
 
 ANKLES = (3, 6)                 # Human3.6M right and left ankle
@@ -344,9 +344,6 @@ def _posed_joints(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray, tran
                   valid: np.ndarray) -> np.ndarray:
     """Camera-frame Human3.6M joints (T, 17, 3), the pelvis at `translation`; NaN where not valid."""
     joints = np.full((len(valid), 17, 3), np.nan)
-    for shape in np.unique(shapes[valid], axis=0):
-        rows = np.flatnonzero(valid & (shapes == shape).all(1))
-        j = body.clip_joints(torch.from_numpy(rotmats[rows].astype(np.float32))[None],
-                             torch.from_numpy(np.asarray(shape, np.float32))[None])[0].numpy()
-        joints[rows] = j - j[:, :1] + translation[rows, None]
+    posed = joints_per_shape(body, rotmats[valid].astype(np.float32), shapes[valid].astype(np.float32))
+    joints[valid] = posed - posed[:, :1] + translation[valid, None]
     return joints
