@@ -144,11 +144,15 @@ function showResult(job) {
   fps = report.fps || 30;
   $("overlay").src = fileUrl(job, "overlay.mp4") || "";
   const viewer = $("viewer");
-  if (report.view) {                 // look where the bodies are, not at the rest pose at the origin
+  const aim = () => {                // look where the bodies are, not at the rest pose at the origin
+    if (!report.view) return;
     const [x, y, z] = report.view.target;
     viewer.cameraTarget = `${x}m ${y}m ${z}m`;
     viewer.cameraOrbit = `0deg 75deg ${report.view.distance}m`;
-  }
+    viewer.jumpCameraToGoal();
+  };
+  aim();
+  viewer.addEventListener("load", aim, {once: true});   // the viewer frames a new model itself when it loads
   viewer.src = fileUrl(job, "mesh.glb") || "";
   $("warnings").textContent = (report.warnings || []).join(" ");
   $("downloads").replaceChildren(...job.files.map((f) => {
