@@ -305,8 +305,7 @@ def lock_feet(world: World, body: BodyModel, rotmats: np.ndarray, shapes: np.nda
     names = body.skeleton().names
     if settled.anchors is None or not all(b in names for leg in LEGS for b in leg):
         return Settled(settled.joints_world, settled.shift, settled.contacts, settled.anchors, rotmats)
-    anchors_cam = (settled.anchors - settled.shift[:, None] - world.world_from_camera[:3, 3]) \
-        @ world.world_from_camera[:3, :3]                              # where the ankles go, camera frame
+    anchors_cam = world.to_camera(settled.anchors - settled.shift[:, None])     # where the ankles go
     targets, weights = lock_weights(anchors_cam - translation[:, None], LOCK_RAMP)    # pelvis-relative
     weights[~valid] = 0.0
     out = rotmats.copy()
@@ -314,13 +313,11 @@ def lock_feet(world: World, body: BodyModel, rotmats: np.ndarray, shapes: np.nda
     for shape in np.unique(shapes[valid], axis=0):
         rows = np.flatnonzero(valid & (shapes == shape).all(1))
         globals_, heads = _kinematics(body, out[rows], shape)
-        heads = heads - heads[:, :1]                                   # the root head is the pelvis joint
         for k, leg in enumerate(LEGS):
             bones = tuple(names.index(b) for b in leg)
             out[rows] = lock_leg(out[rows], globals_, heads, bones, parents[bones[0]], targets[rows, k],
                                  weights[rows, k])
             globals_, heads = _kinematics(body, out[rows], shape)      # the second leg sees the first's result
-            heads = heads - heads[:, :1]
     joints_cam = _posed_joints(body, out, shapes, translation, valid)
     joints_world = world.to_world(joints_cam.astype(np.float64)) + settled.shift[:, None]
     with np.errstate(invalid="ignore"):
@@ -333,11 +330,13 @@ def lock_feet(world: World, body: BodyModel, rotmats: np.ndarray, shapes: np.nda
 
 
 def _kinematics(body: BodyModel, rotmats: np.ndarray, shape: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Global rotations (N, K, 3, 3) and bone heads (N, K, 3) of one shape's frames."""
+    """Global rotations (N, K, 3, 3) and bone heads (N, K, 3) of one shape's frames, the heads relative to the
+    root's (the pelvis joint, where `translation` puts the body)."""
     s = torch.from_numpy(np.asarray(shape, np.float32))[None]
     rest = body.rest_model(s, with_vertices=False)["heads"]
     globals_, heads = body.posed_kinematics(torch.from_numpy(rotmats.astype(np.float32)), rest)
-    return globals_.numpy().astype(np.float64), heads.numpy().astype(np.float64)
+    heads = heads.numpy().astype(np.float64)
+    return globals_.numpy().astype(np.float64), heads - heads[:, :1]
 
 
 def _posed_joints(body: BodyModel, rotmats: np.ndarray, shapes: np.ndarray, translation: np.ndarray,

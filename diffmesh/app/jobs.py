@@ -152,7 +152,7 @@ class JobQueue:
         with self._lock:
             self._jobs[job.id] = job
             self._waiting.append(job.id)
-            return len(self._waiting) - 1 + (self._running is not None)
+            return self.place(job)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
