@@ -183,6 +183,15 @@ def _eval_video(args: argparse.Namespace) -> None:
 
     _refuse_existing(args.json, args.force)
     settings = {"device": args.device, "windows": args.windows, "resample": not args.no_resample}
+    if args.people:
+        from .evaluation.real_video_people import format_people_report, run_eval_video_people
+
+        if len(args.checkpoints) > 1:
+            raise DiffMeshError("--people scores one checkpoint; pass one file (or none for the shipped default)")
+        report = run_eval_video_people(next(iter(args.checkpoints), None), cache=args.cache, settings=settings)
+        print(format_people_report(report))
+        _write_report(report, args.json)
+        return
     report = run_eval_video(args.checkpoints, cache=args.cache, settings=settings)
     for joint_set in JOINT_SETS:
         print(format_report(report, joint_set) + "\n")
@@ -493,6 +502,9 @@ def _add_eval_video(sub) -> None:
 
     p.add_argument("--windows", default=DEFAULT_WINDOWS, choices=WINDOW_MODES, help="the runs' --windows (see `run`)")
     p.add_argument("--no-resample", action="store_true", help="the runs' --no-resample (see `run`)")
+    p.add_argument("--people", action="store_true", help="every person through `run --max-people 0`: per view and "
+                   "person the tracks' coverage, identity switches and scores beside the single-person run's "
+                   "(docs/people.md)")
     _report_options(p)
     p.set_defaults(func=_eval_video)
 

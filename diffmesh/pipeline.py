@@ -110,8 +110,8 @@ def find_people(video: str | Path, info: VideoInfo, settings: RunSettings, probe
     if not settings.several_people:
         track, times, presence = find_person(video, info, settings.progress, settings.keypoint_workers, probe)
         return [(track, presence)], [0], times
-    tracks, ids, times = detect_tracks(video, info.num_frames, settings.progress, settings.max_people or None,
-                                       settings.person, probe=probe)
+    tracks, ids, times = detect_tracks(video, info, settings.progress, settings.max_people or None, settings.person,
+                                       probe=probe, workers=settings.keypoint_workers)
     if len(times) == 0:
         raise DiffMeshError(f"{video} has no decodable frames; check the file with another player")
     people = [(track, decide_presence(track, info.fps, info.height)) for track in tracks]

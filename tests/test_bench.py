@@ -95,7 +95,8 @@ def test_quick_bench_covers_the_compared_methods(quick_run):
     assert {"tcmr", "mpsnet", "glot"} <= set(t9[("diffmesh", "bodies_per_frame")]["ratio_to"])
 
     video = {ln["variant"]: ln for ln in by["video"]}
-    assert set(video) == {"decode_only", "no_render", "render"}
+    assert set(video) == {"decode_only", "no_render", "render", "two_people"}
+    assert video["two_people"]["people"] == 2                          # the man and the woman of the demo
     assert {"diffmesh", "body", "total"} <= set(video["no_render"]["stages"])
     assert "render" in video["render"]["stages"] and "render" not in video["no_render"]["stages"]
     assert 0 < video["no_render"]["model_body_share"] < 1

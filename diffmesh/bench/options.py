@@ -38,6 +38,7 @@ TARGETS = {
     "table9_vs_fastest_peer": 0.25,  # DiffMesh (with body) / fastest peer (with body)
     "video_fps_no_render": 45.0,
     "video_fps_render": 20.0,
+    "video_fps_two_people": 25.0,   # `--max-people 2` on the demo, no render
     "video_model_body_share": 0.05,
     "growth_peak_rss_mb_4096": 2048.0,
     "batch_pool2_vs_pool1": 1.5,    # eight short clips: 2 local workers' throughput / 1 worker's

@@ -29,6 +29,14 @@ class Thumbnails:
     images: np.ndarray
     scale: float
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The thumbnails as npz entries (a keypoint worker's file); `from_arrays` reads them back."""
+        return {"thumb_frames": self.frames, "thumb_images": self.images, "thumb_scale": np.float64(self.scale)}
+
+    @staticmethod
+    def from_arrays(f) -> "Thumbnails":
+        return Thumbnails(f["thumb_frames"], f["thumb_images"], float(f["thumb_scale"]))
+
     @staticmethod
     def concatenate(parts: list["Thumbnails"]) -> "Thumbnails":
         parts = [p for p in parts if len(p.frames)]

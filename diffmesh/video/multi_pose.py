@@ -89,36 +89,62 @@ class MultiPoseEstimator:
     With `tiles`, the landmarker also runs on overlapping squares of the frame (`tile_boxes`), each its own VIDEO
     stream: MediaPipe's detector sees the whole frame at 224 px, so on a 1920 px frame people beyond the nearest
     one are often too small for it; in a square crop they are twice as large. A person found in several crops is
-    kept once (`merge_people`)."""
+    kept once (`merge_people`).
+
+    With `follow`, each person found is followed in the next frame in a crop around where they were
+    (`follow_box`) by a one-person landmarker of their own (the way MediaPipe's single-person graph follows one
+    person from its last landmarks), and the search for new people takes one of the boxes (the frame, its tiles)
+    at a time in turn, each box once every SEARCH_SECONDS, with the followed people greyed out so that the
+    detector looks only for others (all boxes on every frame while nobody is followed). Per frame that is one
+    landmark network per person and at most one detector pass, instead of a detector and landmark pass per box:
+    two people on a 720p frame cost about a third (docs/outputs.md, "Several people")."""
 
     def __init__(self, num_poses: int = 4, min_detection_confidence: float = 0.5, cache: str | Path | None = None,
-                 tiles: bool = False):
+                 tiles: bool = False, follow: bool = False):
         os.environ.setdefault("GLOG_minloglevel", "2")
         self._options = (pose_bundle(cache), num_poses, min_detection_confidence)
         self._tiles = tiles
+        self._follow = follow
         self._landmarkers: dict[tuple, object] = {}
         self._last_ms = -1
+        self._searches = 0                               # boxes searched so far (the next one is this modulo)
+        self._next_search_s = -np.inf
+        self._followed: list[tuple[int, tuple]] = []     # (landmarker stream, crop box) of each person followed
+        self._idle_streams: list[int] = []
+        self._streams = 0
 
-    def _landmarker(self, box: tuple):
-        if box not in self._landmarkers:
-            bundle, num_poses, min_detection_confidence = self._options
+    def _landmarker(self, key: tuple, num_poses: int | None = None, video: bool = True):
+        """The landmarker of one stream (a crop box, ("follow", k), or "search"), made on first use (~0.3 s
+        each); `video`: VIDEO mode (follows its people between calls), else IMAGE mode (detects on every call)."""
+        if key not in self._landmarkers:
+            bundle, search_poses, min_detection_confidence = self._options
+            num_poses = num_poses or search_poses
             with native_stderr_silenced():
                 from mediapipe.tasks.python import BaseOptions
                 from mediapipe.tasks.python.vision import PoseLandmarker, PoseLandmarkerOptions, RunningMode
 
                 options = PoseLandmarkerOptions(
-                    base_options=BaseOptions(model_asset_path=str(bundle)), running_mode=RunningMode.VIDEO,
+                    base_options=BaseOptions(model_asset_path=str(bundle)),
+                    running_mode=RunningMode.VIDEO if video else RunningMode.IMAGE,
                     num_poses=num_poses, min_pose_detection_confidence=min_detection_confidence,
                     min_pose_presence_confidence=0.5, min_tracking_confidence=0.5)
-                self._landmarkers[box] = PoseLandmarker.create_from_options(options)
-        return self._landmarkers[box]
+                self._landmarkers[key] = PoseLandmarker.create_from_options(options)
+        return self._landmarkers[key]
 
-    def _detect(self, rgb: np.ndarray, box: tuple, ms: int) -> People:
+    def _detect(self, rgb: np.ndarray, box: tuple, ms: int, stream: int | None = None) -> People:
+        """The people in one crop box (x0, y0, w, h) of the frame, in frame pixels: with `follow`, by a
+        follower's one-person landmarker (`stream`) or the one search landmarker (IMAGE mode: the boxes take
+        turns, so none would follow its people from one call to the next); else by the box's own."""
         import mediapipe as mp
 
         x0, y0, w, h = box
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb[y0:y0 + h, x0:x0 + w]))
-        result = self._landmarker(box).detect_for_video(image, ms)
+        if stream is not None:
+            result = self._landmarker(("follow", stream), 1).detect_for_video(image, ms)
+        elif self._follow:
+            result = self._landmarker(("search",), video=False).detect(image)
+        else:
+            result = self._landmarker(box).detect_for_video(image, ms)
         P = len(result.pose_landmarks)
         lm = np.array([[(p.x * w + x0, p.y * h + y0) for p in pose] for pose in result.pose_landmarks], np.float32)
         vis = np.array([[p.visibility for p in pose] for pose in result.pose_landmarks], np.float32)
@@ -131,8 +157,46 @@ class MultiPoseEstimator:
         ms = max(int(round(time_s * 1000)), self._last_ms + 1)      # VIDEO mode needs increasing timestamps
         self._last_ms = ms
         boxes = [(0, 0, w, h)] + (tile_boxes(w, h) if self._tiles else [])
-        found = [(self._detect(rgb, box, ms), box) for box in boxes]
-        return merge_people(found, (w, h)) if self._tiles else found[0][0]
+        if not self._follow:
+            found = [(self._detect(rgb, box, ms), box) for box in boxes]
+            return merge_people(found, (w, h)) if self._tiles else found[0][0]
+        whole = (0, 0, w, h)        # a follower's crop moves with its person: their detections are never "cut"
+        followed = [(self._detect(rgb, box, ms, stream), stream) for stream, box in self._followed]
+        found = [(people, whole) for people, _ in followed]
+        if self._followed:
+            due = time_s >= self._next_search_s
+            self._next_search_s = time_s + SEARCH_SECONDS / len(boxes) if due else self._next_search_s
+            boxes = [boxes[self._searches % len(boxes)]] if due else []
+            rgb = _greyed(rgb, [p.landmarks[0] for p, _ in followed if len(p)]) if due else rgb
+        self._searches += len(boxes)
+        people = merge_people(found + [(self._detect(rgb, box, ms), box) for box in boxes], (w, h))
+        self._follow_next(people, followed, (w, h))
+        return people
+
+    def _follow_next(self, people: People, followed: list[tuple[People, int]], frame: tuple[int, int]) -> None:
+        """Who is followed in the next frame, and in which crop: each person of this frame (at most num_poses,
+        the tallest first) keeps the stream that found them, or gets a free one; a stream whose person is gone,
+        or that found the same person as another, is freed (a free stream re-detects in its next crop)."""
+        heights = [float(np.ptp(_box(people.landmarks[d], people.visibility[d])[1::2])) for d in range(len(people))]
+        order = sorted(range(len(people)), key=lambda d: -heights[d])[:self._options[1]]
+        free = [stream for _, stream in followed]
+        streams = {}
+        for d in order:
+            mine = next((stream for p, stream in followed if stream in free and len(p)
+                         and same_person(p.landmarks[0], people.landmarks[d], p.visibility[0], people.visibility[d])),
+                        None)
+            if mine is not None:
+                free.remove(mine)
+                streams[d] = mine
+        self._idle_streams += free
+        self._followed = [(streams[d] if d in streams else self._new_stream(),
+                           follow_box(people.landmarks[d], people.visibility[d], frame)) for d in order]
+
+    def _new_stream(self) -> int:
+        if self._idle_streams:
+            return self._idle_streams.pop(0)
+        self._streams += 1
+        return self._streams - 1
 
     def close(self) -> None:
         for landmarker in self._landmarkers.values():
@@ -143,6 +207,40 @@ class MultiPoseEstimator:
 
     def __exit__(self, *exc):
         self.close()
+
+
+SEARCH_SECONDS = 0.25    # with people followed, each search box is looked at once in this time
+FOLLOW_SCALE = 1.6      # a follower's crop: this many times the person's box of confident landmarks, square
+FOLLOW_MIN_PX = 96
+
+
+def follow_box(landmarks: np.ndarray, visibility: np.ndarray, frame: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The crop (x0, y0, w, h) in which a person is looked for in the next frame: a square of FOLLOW_SCALE times
+    the larger side of the box of all their landmarks (MediaPipe places the hidden ones too; a box of the
+    confident ones only shrinks with each frame the crop cuts a limb off) around its centre, moved inside the
+    frame, cut to it where larger."""
+    width, height = frame
+    box = np.concatenate([landmarks.min(0), landmarks.max(0)])     # all 33: a hidden limb is still the person's
+    centre = (box[:2] + box[2:]) / 2
+    side = max(FOLLOW_SCALE * float(np.max(box[2:] - box[:2])), FOLLOW_MIN_PX)
+    w, h = int(min(round(side), width)), int(min(round(side), height))
+    x0 = int(np.clip(round(centre[0] - w / 2), 0, width - w))
+    y0 = int(np.clip(round(centre[1] - h / 2), 0, height - h))
+    return x0, y0, w, h
+
+
+def _greyed(rgb: np.ndarray, people: list[np.ndarray]) -> np.ndarray:
+    """A copy of the frame with each person's box of all landmarks (P of them, (33, 2) each), a tenth larger,
+    filled with mid grey: the search looks for the others only."""
+    out = rgb.copy()
+    height, width = rgb.shape[:2]
+    for landmarks in people:
+        lo, hi = landmarks.min(0), landmarks.max(0)
+        pad = 0.05 * (hi - lo)
+        x0, y0 = np.clip(np.floor(lo - pad), 0, [width, height]).astype(int)
+        x1, y1 = np.clip(np.ceil(hi + pad), 0, [width, height]).astype(int)
+        out[y0:y1, x0:x1] = 128
+    return out
 
 
 def tile_boxes(width: int, height: int) -> list[tuple[int, int, int, int]]:
@@ -210,17 +308,19 @@ def merge_people(found: list[tuple[People, tuple]], frame: tuple[int, int]) -> P
 
 
 def detect_frames(video: str | Path, num_poses: int = 4, cache: str | Path | None = None, tiles: bool = False,
-                  total: int | None = None, progress: bool = False, probe=None) -> tuple[list[People], np.ndarray]:
-    """PoseLandmarker on every frame of a video (and its tiles, see `MultiPoseEstimator`): one `People` per frame
-    and the frames' timestamps (T,) in seconds; `probe` (a `camera_motion.MotionProbe`) sees the frames too."""
+                  total: int | None = None, progress: bool = False, probe=None, follow: bool = False,
+                  first: int = 0, stop: int | None = None) -> tuple[list[People], np.ndarray]:
+    """PoseLandmarker on frames [first, stop) of a video (and its tiles, see `MultiPoseEstimator`): one `People`
+    per frame and the frames' timestamps (T,) in seconds; `probe` (a `camera_motion.MotionProbe`) sees the
+    frames too."""
     from tqdm import tqdm
 
     from .decode import iter_frames
 
     frames, times = [], []
-    with MultiPoseEstimator(num_poses, cache=cache, tiles=tiles) as estimator:
-        for frame in tqdm(iter_frames(video), total=total, desc="people", unit="frame", disable=not progress,
-                          leave=False):
+    with MultiPoseEstimator(num_poses, cache=cache, tiles=tiles, follow=follow) as estimator:
+        for frame in tqdm(iter_frames(video, max_frames=stop, first=first), total=total, desc="people",
+                          unit="frame", disable=not progress, leave=False):
             frames.append(estimator.process(frame.rgb, frame.time_s))
             times.append(frame.time_s)
             if probe is not None:
@@ -228,7 +328,38 @@ def detect_frames(video: str | Path, num_poses: int = 4, cache: str | Path | Non
     return frames, np.asarray(times, np.float64)
 
 
+def people_frames_to_file(video: str, first: int, out: str, warmup: int = 0) -> None:
+    """`detect_frames` as `diffmesh run` uses it (tiles, people followed) on frames [first, end), written to the
+    npz `out` with the camera-motion thumbnails (the keypoint worker's job, `detect.worker_main`). It starts
+    `warmup` frames earlier, so that the people are followed by `first`, and drops those frames."""
+    from .camera_motion import MotionProbe, Thumbnails
+
+    probe = MotionProbe()
+    start = max(first - warmup, 0)
+    frames, times = detect_frames(video, tiles=True, follow=True, probe=probe, first=start)
+    frames, times = frames[first - start:], times[first - start:]
+    thumbs = probe.thumbnails()
+    mine = thumbs.frames >= first
+    thumbs = Thumbnails(thumbs.frames[mine], thumbs.images[mine], thumbs.scale)
+    counts = np.array([len(p) for p in frames], np.int64)
+    stacked = {k: np.concatenate([getattr(p, k) for p in frames] or [np.zeros((0,) + shape, np.float32)])
+               for k, shape in (("landmarks", (NUM_MP_LANDMARKS, 2)), ("visibility", (NUM_MP_LANDMARKS,)),
+                                ("world", (NUM_MP_LANDMARKS, 3)))}
+    np.savez(out, times=times, counts=counts, **stacked, **thumbs.arrays())
+
+
+def read_people_file(path) -> tuple[list[People], np.ndarray, object]:
+    """What `people_frames_to_file` wrote: one `People` per frame, the timestamps and the thumbnails."""
+    from .camera_motion import Thumbnails
+
+    with np.load(path) as f:
+        ends = np.cumsum(f["counts"])
+        starts = ends - f["counts"]
+        frames = [People(f["landmarks"][a:b], f["visibility"][a:b], f["world"][a:b]) for a, b in zip(starts, ends)]
+        return frames, f["times"], Thumbnails.from_arrays(f)
+
+
 def detect_people(video: str | Path, num_poses: int = 4, cache: str | Path | None = None,
-                  tiles: bool = False) -> list[People]:
+                  tiles: bool = False, follow: bool = False) -> list[People]:
     """`detect_frames` without the timestamps."""
-    return detect_frames(video, num_poses, cache, tiles)[0]
+    return detect_frames(video, num_poses, cache, tiles, follow=follow)[0]

@@ -14,6 +14,7 @@ The tracks are then ranked, the most prominent first: by the sum over frames of 
 whatever `--max-people` keeps.
 """
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -58,9 +59,16 @@ def link_detections(frames: list[People], fps: float, settings: TrackSettings = 
     from norfair import Detection, Tracker
 
     lost = max(int(round(settings.lost_seconds * fps)), 1)
-    tracker = Tracker(distance_function=_distance_function(settings), distance_threshold=settings.max_distance,
-                      hit_counter_max=lost, initialization_delay=0, detection_threshold=settings.min_visibility,
-                      pointwise_hit_counter_max=lost)
+    # norfair logs a warning through the root logger for every function distance (it suggests its vectorized
+    # ones, which cannot weigh landmarks by visibility); with a few people a frame the cost is negligible.
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        tracker = Tracker(distance_function=_distance_function(settings), distance_threshold=settings.max_distance,
+                          hit_counter_max=lost, initialization_delay=0, detection_threshold=settings.min_visibility,
+                          pointwise_hit_counter_max=lost)
+    finally:
+        logging.disable(previous)
     links = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -109,16 +117,17 @@ def track_people(frames: list[People], fps: float, settings: TrackSettings = Tra
     return tracks[:max_people] if max_people is not None else tracks
 
 
-def detect_tracks(video, total: int | None = None, progress: bool = True, max_people: int | None = None,
-                  person: int | None = None, settings: TrackSettings = TrackSettings(), probe=None
+def detect_tracks(video, info, progress: bool = True, max_people: int | None = None, person: int | None = None,
+                  settings: TrackSettings = TrackSettings(), probe=None, workers: int | None = None
                   ) -> tuple[list[PoseTrack], list[int], np.ndarray]:
-    """The people of a video as `diffmesh run --max-people` finds them: the landmarker on every frame and its
-    crops (`multi_pose.MultiPoseEstimator(tiles=True)`), then `track_people`. Returns the tracks, their ids (their
-    rank of prominence, the same whatever `max_people` keeps) and the frames' timestamps (T,). `person`: only the
-    track with that id (none when there is no such person)."""
-    from .multi_pose import detect_frames
+    """The people of a video (`info`: its `VideoInfo`) as `diffmesh run --max-people` finds them: the landmarker
+    on every frame, its crops and the people it follows (`detect.detect_people_frames`, in `workers` processes),
+    then `track_people`. Returns the tracks, their ids (their rank of prominence, the same whatever `max_people`
+    keeps) and the frames' timestamps (T,). `person`: only the track with that id (none when there is no such
+    person)."""
+    from .detect import detect_people_frames
 
-    frames, times = detect_frames(video, tiles=True, total=total, progress=progress, probe=probe)
+    frames, times = detect_people_frames(video, info, progress, workers, probe)
     fps = None
     if len(times) > 1:
         fps = (len(times) - 1) / max(times[-1] - times[0], 1e-9)

@@ -108,15 +108,14 @@ def concatenate_tracks(parts: list[PoseTrack]) -> PoseTrack:
                        ("landmarks", "visibility", "world", "returned")))
 
 
-def track_frames_to_file(video: str, first: str, out: str) -> None:
-    """`track_frames(video, first)` written to the npz `out` (the keypoint worker process's entry point), with
-    the camera-motion thumbnails of its frames."""
+def track_frames_to_file(video: str, first: int, out: str) -> None:
+    """`track_frames(video, first)` written to the npz `out` (the keypoint worker's job, `detect.worker_main`),
+    with the camera-motion thumbnails of its frames."""
     from .camera_motion import MotionProbe
 
     probe = MotionProbe()
-    track, times = track_frames(video, int(first), probe=probe)
-    thumbs = probe.thumbnails()
-    np.savez(out, times=times, thumb_frames=thumbs.frames, thumb_images=thumbs.images, thumb_scale=thumbs.scale,
+    track, times = track_frames(video, first, probe=probe)
+    np.savez(out, times=times, **probe.thumbnails().arrays(),
              **{k: getattr(track, k) for k in ("landmarks", "visibility", "world", "returned")})
 
 
@@ -126,4 +125,4 @@ def read_track_file(path):
 
     with np.load(path) as f:
         return (PoseTrack(f["landmarks"], f["visibility"], f["world"], f["returned"]), f["times"],
-                Thumbnails(f["thumb_frames"], f["thumb_images"], float(f["thumb_scale"])))
+                Thumbnails.from_arrays(f))
