@@ -137,6 +137,10 @@ def test_eval_video_command_keeps_an_existing_json_and_names_missing_checkpoints
     assert "--force" in capsys.readouterr().err and out.read_text() == "{}"
     assert main(["eval-video", str(tmp_path / "missing.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["eval-video", "--people", str(tmp_path / "missing.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["eval-video", "--people", str(DEFAULT_CHECKPOINT), str(DEFAULT_CHECKPOINT)]) == 2
+    assert "one checkpoint" in capsys.readouterr().err
 
 
 def test_two_runs_best_checkpoints_get_two_names():

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DiffMeshError
 from ..paths import DEFAULT_CHECKPOINT
 from ..pipeline import RunSettings, run_video
 from ..result import load_people
@@ -82,6 +83,9 @@ def score_people_view(refs: list[Reference], view: int, video: Path, checkpoint:
 def run_eval_video_people(checkpoint: str | None = None, cache: str | None = None, workdir: str | None = None,
                           settings: dict | None = None, progress: bool = True) -> dict:
     """Every view of the demo (module docstring): a JSON-ready report."""
+    if checkpoint and not Path(checkpoint).is_file():
+        raise DiffMeshError(f"checkpoint {checkpoint} not found; pass a file made by `diffmesh train` or none for "
+                            f"the shipped default")
     refs = demo_references(cache, progress)
     views = {}
     with tempfile.TemporaryDirectory(prefix="diffmesh-eval-people-", dir=workdir) as tmp:
