@@ -65,11 +65,12 @@ def score_people_view(refs: list[Reference], view: int, video: Path, checkpoint:
         covered = seen & (owner[p] >= 0)
         ids = owner[p][covered]
         pred = np.full((T, 17, 3), np.nan)
-        for k in np.unique(ids):
+        for k in np.unique(owner[p][owner[p] >= 0]):
             pred[owner[p] == k] = people[k].joints3d[:T][owner[p] == k]
         scored = (owner[p] >= 0) & np.isfinite(ref.joints[:T]).all((1, 2))
         alone = single.people.get(p, {}).get("methods", {})
-        found[p] = {"visible_frames": int(seen.sum()), "coverage": float(covered.sum() / seen.sum() if seen.any() else np.nan),
+        coverage = covered.sum() / seen.sum() if seen.any() else np.nan
+        found[p] = {"visible_frames": int(seen.sum()), "coverage": float(coverage),
                     "switches": int((np.diff(ids) != 0).sum()), "tracks": [int(k) for k in np.unique(ids)],
                     "scored_frames": int(scored.sum()),
                     "per_track": score_sequence(pred, ref.joints[:T], scored) if scored.sum() >= MIN_SCORED

@@ -163,13 +163,15 @@ class MultiPoseEstimator:
         whole = (0, 0, w, h)        # a follower's crop moves with its person: their detections are never "cut"
         followed = [(self._detect(rgb, box, ms, stream), stream) for stream, box in self._followed]
         found = [(people, whole) for people, _ in followed]
+        search = boxes                                  # nobody followed: every box, every frame
         if self._followed:
-            due = time_s >= self._next_search_s
-            self._next_search_s = time_s + SEARCH_SECONDS / len(boxes) if due else self._next_search_s
-            boxes = [boxes[self._searches % len(boxes)]] if due else []
-            rgb = _greyed(rgb, [p.landmarks[0] for p, _ in followed if len(p)]) if due else rgb
-        self._searches += len(boxes)
-        people = merge_people(found + [(self._detect(rgb, box, ms), box) for box in boxes], (w, h))
+            search = []
+            if time_s >= self._next_search_s:
+                self._next_search_s = time_s + SEARCH_SECONDS / len(boxes)
+                search = [boxes[self._searches % len(boxes)]]
+                rgb = _greyed(rgb, [p.landmarks[0] for p, _ in followed if len(p)])
+        self._searches += len(search)
+        people = merge_people(found + [(self._detect(rgb, box, ms), box) for box in search], (w, h))
         self._follow_next(people, followed, (w, h))
         return people
 
@@ -210,8 +212,8 @@ class MultiPoseEstimator:
 
 
 SEARCH_SECONDS = 0.25    # with people followed, each search box is looked at once in this time
-FOLLOW_SCALE = 1.6      # a follower's crop: this many times the person's box of confident landmarks, square
-FOLLOW_MIN_PX = 96
+FOLLOW_SCALE = 1.6       # a follower's crop: this many times the larger side of the box of all their landmarks
+FOLLOW_MIN_PX = 96       # and at least this many pixels
 
 
 def follow_box(landmarks: np.ndarray, visibility: np.ndarray, frame: tuple[int, int]) -> tuple[int, int, int, int]:
