@@ -317,13 +317,12 @@ def test_a_negative_person_count_gets_one_line_and_no_output(tmp_path, capsys):
 def test_a_followed_persons_crop_holds_all_their_landmarks_inside_the_frame():
     from diffmesh.video.multi_pose import FOLLOW_SCALE, follow_box
 
-    lm, vis = _person(100, 360, 300)
-    vis[:10] = 0.0                                   # hidden landmarks still count: the crop must not shrink
-    x0, y0, w, h = follow_box(lm, vis, (1280, 720))
+    lm, _ = _person(100, 360, 300)
+    x0, y0, w, h = follow_box(lm, (1280, 720))       # all 33 landmarks, the hidden ones too (no visibility read)
     side = FOLLOW_SCALE * np.ptp(lm, 0).max()
     assert abs(w - side) <= 1 and abs(h - side) <= 1 and x0 == 0 and 0 <= y0 <= 720 - h   # moved inside, not cut
     assert (lm >= [x0, y0]).all() and (lm <= [x0 + w, y0 + h]).all()
-    assert follow_box(*_person(640, 360, 2000), (1280, 720)) == (0, 0, 1280, 720)          # larger: the frame
+    assert follow_box(_person(640, 360, 2000)[0], (1280, 720)) == (0, 0, 1280, 720)        # larger: the frame
 
 
 def test_two_workers_find_the_same_people_as_one(tmp_path):

@@ -192,7 +192,7 @@ class MultiPoseEstimator:
                 streams[d] = mine
         self._idle_streams += free
         self._followed = [(streams[d] if d in streams else self._new_stream(),
-                           follow_box(people.landmarks[d], people.visibility[d], frame)) for d in order]
+                           follow_box(people.landmarks[d], frame)) for d in order]
 
     def _new_stream(self) -> int:
         if self._idle_streams:
@@ -216,7 +216,7 @@ FOLLOW_SCALE = 1.6       # a follower's crop: this many times the larger side of
 FOLLOW_MIN_PX = 96       # and at least this many pixels
 
 
-def follow_box(landmarks: np.ndarray, visibility: np.ndarray, frame: tuple[int, int]) -> tuple[int, int, int, int]:
+def follow_box(landmarks: np.ndarray, frame: tuple[int, int]) -> tuple[int, int, int, int]:
     """The crop (x0, y0, w, h) in which a person is looked for in the next frame: a square of FOLLOW_SCALE times
     the larger side of the box of all their landmarks (MediaPipe places the hidden ones too; a box of the
     confident ones only shrinks with each frame the crop cuts a limb off) around its centre, moved inside the
