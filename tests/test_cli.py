@@ -18,6 +18,12 @@ def test_eval_of_a_missing_or_corrupt_checkpoint_is_one_line(tmp_path, capsys, t
     assert "corrupt" in _one_error_line(capsys)
 
 
+def test_eval_on_the_synthetic_split_says_the_shipped_models_need_the_renders(capsys):
+    # every shipped model reads MediaPipe's world landmarks, which the synthetic split has no source for
+    assert main(["eval", "--data", "synthetic", "--limit", "2"]) == 2
+    assert "--data renders" in _one_error_line(capsys)
+
+
 def test_eval_refuses_a_checkpoint_for_another_input(tmp_path, capsys, test_split_fits, anny_body):
     from diffmesh.checkpoint import save_checkpoint
     from diffmesh.model import build_model, model_config

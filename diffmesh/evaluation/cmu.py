@@ -32,6 +32,11 @@ def default_checkpoints() -> list[Path]:
     return sorted(WEIGHTS_DIR.glob("*.pt"), key=lambda p: ("diffmesh" not in p.name, p.name))
 
 
+def _keypoint_inputs(checkpoint: Path) -> str:
+    """What a checkpoint reads per joint; it fails here, in one line, on a bad file or another input."""
+    return load_model(checkpoint, AnnyBody(), expect={"input": "keypoints", "num_frames": 16}).cfg.keypoint_inputs
+
+
 @torch.inference_mode()
 def _vertices(body: AnnyBody, rotmats: torch.Tensor, shape: torch.Tensor) -> np.ndarray:
     """(F, K, 3, 3), (F, S) -> pelvis-aligned vertices (F, V, 3) float32."""
@@ -130,11 +135,14 @@ def evaluate_checkpoint(path: Path, body: AnnyBody, test: TestSet, device: str =
 def run_eval(checkpoints: list[Path] | None = None, split: str = "test", limit: int | None = None, noise: bool = True,
              device: str = "cpu", with_vertices: bool = True, mocap_path=None, cache_dir=None,
              noise_name: str | None = None) -> dict:
-    checkpoints = [Path(c) for c in checkpoints] if checkpoints else default_checkpoints()
-    if not checkpoints:
-        raise DataError("no checkpoints given and none shipped in diffmesh/weights; pass CHECKPOINT paths")
+    if not checkpoints:                              # the shipped ones that can read this split
+        checkpoints = [c for c in default_checkpoints() if _keypoint_inputs(c) != "2d+3d"]
+        if not checkpoints:
+            raise DataError("no shipped model reads the synthetic split (they read MediaPipe's 3D, which it lacks); "
+                            "score them with `diffmesh eval --data renders`, or pass a 2d or 2d+vis CHECKPOINT")
+    checkpoints = [Path(c) for c in checkpoints]
     for c in checkpoints:                            # fail on a bad file before building the test set
-        if load_model(c, AnnyBody(), expect={"input": "keypoints", "num_frames": 16}).cfg.keypoint_inputs == "2d+3d":
+        if _keypoint_inputs(c) == "2d+3d":
             raise DataError(f"{c} reads MediaPipe's world landmarks (2d+3d inputs), which the synthetic split does "
                             "not have; score it with `diffmesh eval --data renders`, or pass a 2d or 2d+vis "
                             "checkpoint")
