@@ -45,7 +45,7 @@ app: setup
 
 demo: setup
 	$(VENV)/bin/diffmesh demo -o outputs/demo --force --side-view
-	@echo "overlay: outputs/demo/overlay.mp4; Blender: outputs/demo/mesh.glb (File > Import > glTF 2.0), outputs/demo/motion.bvh; numbers: outputs/demo/result.npz (docs/outputs.md)"
+	@echo "overlay: outputs/demo/overlay.mp4; Blender: outputs/demo/mesh.glb (File > Import > glTF 2.0), outputs/demo/motion_person*.bvh (one per person); numbers: outputs/demo/result.npz (docs/outputs.md)"
 
 # Rebuild the shipped weights from scratch: fits, renders, the four methods on issue 14's recipe (MediaPipe's 3D as
 # input and as the start pose, synthetic clips with MediaPipe's errors from the renders), the other seeds of

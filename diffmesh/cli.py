@@ -153,8 +153,10 @@ def _eval(args: argparse.Namespace) -> None:
 
         if len(args.checkpoints) > 1:
             raise DiffMeshError("--feet scores one checkpoint; give one (or none for the shipped default)")
+        if args.split == "train":
+            raise DiffMeshError("--feet scores the test split or the validation subjects (--split val)")
         report = run_feet_eval(args.checkpoints[0] if args.checkpoints else None, args.render_cache, args.limit,
-                               RunSettings(device=args.device, windows=args.windows))
+                               RunSettings(device=args.device, windows=args.windows), args.split)
         print(format_feet_report(report))
     elif args.data == "renders":
         from .evaluation.renders import format_render_report, run_render_eval
@@ -272,10 +274,10 @@ def _run_options(p: argparse.ArgumentParser, default_output: str | None, batch: 
                    "the next window's state; experimental, the shipped weights were not trained for it)")
     p.add_argument("--no-resample", action="store_true", help="run the model on the video's own frames instead "
                    "of resampling each person's keypoints to the model's training rate (30 fps)")
-    p.add_argument("--max-people", type=int, default=1, metavar="N",
-                   help="1 (default): one person, MediaPipe's single-person tracker (fast); N > 1: the N most "
-                   "prominent people, 0: everyone, with MediaPipe's multi-person landmarker on the frame and three "
-                   "crops (several times slower; docs/people.md)")
+    p.add_argument("--max-people", type=int, default=0, metavar="N",
+                   help="0 (default): everyone found, each followed in a crop of their own by MediaPipe's landmarker; "
+                   "N > 1: the N most prominent people; 1: one person, MediaPipe's single-person tracker (about "
+                   "twice as fast; docs/people.md)")
     p.add_argument("--person", type=int, default=None, metavar="ID",
                    help="only the person with this id (0 = the most prominent; ids as --max-people 0 numbers them)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -391,7 +393,8 @@ def _add_cmu_commands(sub) -> None:
                    help="--data renders: the runs' --windows (see `run`)")
     p.add_argument("--feet", action="store_true", help="--data renders: foot skating and ground penetration "
                    "before and after the contact handling, against the true floor and contacts (docs/people.md)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="--data synthetic: the split scored; --feet: test, or val (the subjects to tune on)")
     p.add_argument("--limit", type=int, default=None, help="score this many evenly spaced clips (default: all)")
     p.add_argument("--no-noise", action="store_true", help="exact 2D input instead of the detector noise model")
     _noise_model_option(p)

@@ -515,8 +515,9 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
                                    error, settings.save_vertices, world, placed, drift)
                        for (track, presence), (keypoints, motion, error), placed in zip(people, recovered, settled)]
             motions = [motion for _, motion, _ in recovered]
-            files = write_exports(staging, settings.exports, results, ids, body, motions, info.fps,
-                                  settings.several_people, world, settled)
+            several = len(people) > 1            # one person kept (one found, or --person): the one-person files
+            files = write_exports(staging, settings.exports, results, ids, body, motions, info.fps, several, world,
+                                  settled)
         if settings.render:
             with clock("render"):
                 panels = top_view(results, ids, settled) if settings.top_view and world is not None else None
@@ -525,7 +526,7 @@ def run_video(video: str | Path, outdir: str | Path, settings: RunSettings = Run
             files.append("overlay.mp4")
     clock.seconds["total"] = time.perf_counter() - t_start
     valid = np.any([m.valid for m in motions], axis=0)
-    tracks = people[0][1].num_tracks if not settings.several_people else len(people)
+    tracks = people[0][1].num_tracks if not several else len(people)
     return RunSummary(str(video), str(Path(outdir)), len(times), int(valid.sum()), tracks, info.fps, clock.seconds,
                       files, run_warnings(drift, world, settings))
 

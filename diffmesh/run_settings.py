@@ -31,7 +31,8 @@ class RunSettings:
     resample: bool = True           # run the model at its training rate (windows.TRAINING_FPS), not the video's
     windows: str = DEFAULT_WINDOWS  # windows.WINDOW_MODES: independent | blended | chained
     keypoint_workers: int | None = None   # MediaPipe processes; None: 2 on 2+ cores for long videos (video/detect.py)
-    max_people: int = 1             # 1: MediaPipe's single-person tracker; N > 1 or 0 (all): video/people.py
+    max_people: int = 0             # 0: everyone found, N > 1: the N most prominent (video/people.py);
+                                    # 1: MediaPipe's single-person tracker (the fast path, about 2x the fps)
     person: int | None = None       # only this person (its id from video/people.py's ranking)
     on_stage: Callable[[str], None] | None = None     # told each stage's name as it starts (`diffmesh app`'s progress)
 

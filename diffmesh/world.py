@@ -36,6 +36,13 @@ MIN_CONTACTS = 20
 MIN_FLOOR_SHARE = 0.1
 MIN_FLOOR_POINTS = 10
 MAX_TILT_DEG = 45.0
+# `refine_up`'s weights: how far a planted spot (the median of one planted run) scatters about the ground, and how
+# far the bodies' up typically is from gravity (walking people lean forward by a few degrees).
+SPOT_SCATTER_M = 0.05
+UP_PRIOR_DEG = 5.0
+# Off until measured on the validation subjects' renders (`diffmesh eval --feet --split val`, docs/people.md): on
+# made-up walkers whose bodies lean it halves gravity's error, where they stand upright it adds the spots' noise.
+REFINE_UP = False
 
 
 @dataclass
@@ -106,6 +113,30 @@ def body_up(people: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]) -> n
     return up if -up[1] >= np.cos(np.radians(MAX_TILT_DEG)) else None
 
 
+def planted_spots(joints: np.ndarray, planted_ankles: np.ndarray) -> np.ndarray:
+    """(R, 3): where each run of planted frames of each ankle stood, the median of its camera-frame positions, so
+    that a foot planted for a second counts once, not thirty times."""
+    spots = []
+    for side, ankle in enumerate(ANKLES):
+        for start, stop in runs_of(planted_ankles[:, side]):
+            points = joints[start:stop, ankle].astype(np.float64)
+            points = points[np.isfinite(points).all(1)]
+            if len(points):
+                spots.append(np.median(points, 0))
+    return np.array(spots, np.float64).reshape(-1, 3)
+
+
+def refine_up(spots: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Gravity's up from the planted spots on the floor (N, 3), with the bodies' up as prior: the unit normal n
+    minimising sum(((p - mean) . n) / SPOT_SCATTER_M)^2 + (1 - (n . up)^2) / UP_PRIOR_DEG^2 (in radians). Where
+    the spots spread over the floor they set its tilt; about the line of a single walk across the view, where
+    they leave it free, the bodies' up does."""
+    d = spots - spots.mean(0)
+    cost = d.T @ d / SPOT_SCATTER_M ** 2 + (np.eye(3) - np.outer(up, up)) / np.radians(UP_PRIOR_DEG) ** 2
+    normal = np.linalg.eigh(cost)[1][:, 0]                          # the eigenvector of the smallest eigenvalue
+    return normal if normal @ up > 0 else -normal
+
+
 def floor_level(heights: np.ndarray) -> np.ndarray:
     """The inliers (bool (N,)) of the floor among planted-ankle heights: the lowest group of heights within
     LEVEL_M of one of them that holds at least MIN_FLOOR_SHARE of all and MIN_FLOOR_POINTS, re-centred on its
@@ -141,15 +172,23 @@ def fit_ground(people: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]], f
     across the view plants their feet along a line, which leaves the plane's tilt about that line free. The
     ankles set its height (`floor_level`)."""
     up = body_up(people)
-    candidates = [(j[:, list(ANKLES)][planted(k, v, fps)].astype(np.float64), h) for j, k, v, h in people]
+    masks = [planted(k, v, fps) for _, k, v, _ in people]
+    candidates = [(j[:, list(ANKLES)][m].astype(np.float64), h) for (j, _, _, h), m in zip(people, masks)]
     points = np.concatenate([c for c, _ in candidates] or [np.zeros((0, 3))])
     points = points[np.isfinite(points).all(1)]
     if up is None or len(points) < MIN_CONTACTS:
         return None
-    heights = points @ up
-    inliers = floor_level(heights)
+    inliers = floor_level(points @ up)
     if not inliers.any():
         return None
+    if REFINE_UP:
+        spots = np.concatenate([planted_spots(j, m) for (j, _, _, _), m in zip(people, masks)])
+        on_floor = np.abs(spots @ up - np.median((points @ up)[inliers])) < LEVEL_M
+        up = refine_up(spots[on_floor], up) if on_floor.sum() >= 3 else up
+        inliers = floor_level(points @ up)
+        if not inliers.any():
+            return None
+    heights = points @ up
     level = float(np.median(heights[inliers]))
     residual = float(np.median(np.abs(heights[inliers] - level)))
     sole = float(np.average([h for _, h in candidates], weights=[max(len(c), 1) for c, _ in candidates]))

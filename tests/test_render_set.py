@@ -231,6 +231,11 @@ def test_feet_eval_takes_one_checkpoint_and_says_how_many_files_had_a_world(tiny
     assert "1 of 1 files with a world" in printed and "| after contact handling |" in printed
     assert main(["eval", "--feet", str(DEFAULT_CHECKPOINT), str(DEFAULT_CHECKPOINT), "--render-cache", str(cache)]) == 2
     assert "--feet scores one checkpoint" in capsys.readouterr().err
+    # the validation subjects (where the contact handling is tuned) are asked for by name; this cache has none
+    assert main(["eval", "--feet", "--split", "val", "--render-cache", str(cache)]) == 2
+    assert "--subjects 08,09,10,39,93" in capsys.readouterr().err
+    assert main(["eval", "--feet", "--split", "train", "--render-cache", str(cache)]) == 2
+    assert "--split val" in capsys.readouterr().err
 
 
 def test_true_contacts_are_slow_ankles_near_their_standing_height():

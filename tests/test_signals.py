@@ -75,19 +75,20 @@ def _running(cmd: list[str], env: dict | None = None):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("stage", ["keypoints", "render"])
-def test_sigterm_during_a_stage_leaves_nothing(tmp_path, stage):
+@pytest.mark.parametrize("stage, extra", [("people", []), ("keypoints", ["--max-people", "1"]), ("render", [])])
+def test_sigterm_during_a_stage_leaves_nothing(tmp_path, stage, extra):
+    """The default run (everyone: the "people" stage) and the single-person tracker's ("keypoints") alike."""
     video = need(WALK)                                   # 230 frames: long enough for the second keypoint worker
     work, tmp = tmp_path / "work", tmp_path / "tmp"
     work.mkdir()
     tmp.mkdir()
     out = work / "out"
-    cmd = [sys.executable, "-m", "diffmesh.cli", "run", str(video), "-o", str(out)]
+    cmd = [sys.executable, "-m", "diffmesh.cli", "run", str(video), "-o", str(out)] + extra
     with _running(cmd, dict(os.environ, TMPDIR=str(tmp))) as (proc, err):
         assert err.wait_for(f"{stage}:"), err.text[-2000:]
         time.sleep(0.5)                                  # well inside the stage
         children = _descendants(proc.pid)
-        if stage == "keypoints":
+        if stage != "render":
             assert children, "the keypoint worker should be running"
         assert any(p.name.startswith(".out.") for p in work.iterdir())     # the staging folder exists now
         proc.send_signal(signal.SIGTERM)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from diffmesh.world import ANKLES, HEAD, fit_ground, for_exports
+from diffmesh.world import ANKLES, HEAD, body_up, fit_ground, for_exports, refine_up
 
 FPS = 30.0
 FOCAL, CENTRE = 1000.0, np.array([640.0, 360.0])
@@ -68,6 +68,43 @@ def test_the_ground_and_camera_height_come_back_for_a_walker_and_someone_on_a_bo
     planted = feet[..., 2] < SOLE + 0.05                                   # the walker's planted feet
     assert abs(np.median(feet[planted][:, 2]) - SOLE) < 0.05
     assert abs(np.median(world.to_world(people[1][0][:, ANKLES[0]])[:, 2]) - (1.0 + SOLE)) < 0.15
+
+
+def _angle(a, b) -> float:
+    return float(np.degrees(np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))))
+
+
+def test_gravity_comes_from_planted_feet_where_people_lean(monkeypatch):
+    """Two walkers leaning 6 degrees forward (the head ahead of the feet, as walking people do): the bodies' up is
+    6 degrees off gravity, the floor their planted feet spread over is not (`world.REFINE_UP`, not yet the
+    default)."""
+    monkeypatch.setattr("diffmesh.world.REFINE_UP", True)
+    rng = np.random.default_rng(3)
+    R, t = _camera(2.0, 15.0)
+    T = 120
+    people = []
+    for start in ((-1.5, 6.0), (-1.0, 9.0)):
+        joints = _person(T, start, 0.02, 0.0, rng)
+        joints[:, HEAD, 0] += 1.63 * np.tan(np.radians(6.0))
+        cam, kp = _seen(joints, R, t, rng)
+        people.append((cam, kp, np.ones(T, bool), SOLE))
+    true_up = R @ np.array([0.0, 0.0, 1.0])
+    assert _angle(body_up(people), true_up) > 4.0
+    world = fit_ground(people, FPS)
+    assert world is not None and _angle(world.up, true_up) < 1.5
+    assert abs(world.camera_height_m - 2.0) < 0.05
+
+
+def test_refined_up_takes_the_tilt_the_spots_show_and_keeps_the_prior_about_a_line():
+    rng = np.random.default_rng(4)
+    true_up = np.array([0.0, 0.0, 1.0])
+    tilted = Rotation.from_euler("xy", [6.0, 6.0], degrees=True).apply(true_up)   # the prior: off about x and y
+    grid = np.stack(np.meshgrid(np.linspace(-2, 2, 5), np.linspace(-2, 2, 5)), -1).reshape(-1, 2)
+    spread = np.c_[grid, rng.normal(0, 0.02, len(grid))]                 # spots over a 4 m square of floor
+    assert _angle(refine_up(spread, tilted), true_up) < 1.0
+    line = np.c_[np.linspace(-2, 2, 12), np.zeros(12), rng.normal(0, 0.02, 12)]   # one walk along x
+    about_x = Rotation.from_euler("x", 6.0, degrees=True).apply(true_up)  # the tilt a line along x cannot show
+    assert _angle(refine_up(line, tilted), about_x) < 1.0
 
 
 def test_no_world_without_planted_feet():

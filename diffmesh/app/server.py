@@ -41,7 +41,7 @@ def run_options(query) -> dict:
         return query.get(name, "0") in ("1", "true", "on")
 
     try:
-        people = int(query.get("max_people", "1"))
+        people = int(query.get("max_people", "0"))
         focal = float(query["focal"]) if query.get("focal") else None
     except ValueError:
         raise UploadRefused(400, "people and focal length must be numbers") from None

@@ -76,7 +76,8 @@ def bench_batch(opts: BenchOptions, device: torch.device, rec: Recorder, folder:
     clips.mkdir(parents=True, exist_ok=True)
     _cut_clips(Path(opts.video) if opts.video else DEMO_VIDEO, clips, count, frames)
     jobs = find_jobs([str(clips)])
-    settings = RunSettings(render=False, exports=("npz",), device=str(device), progress=False)
+    settings = RunSettings(render=False, exports=("npz",), device=str(device), progress=False,
+                           max_people=1)                          # the single-person path, as the targets were set
     results = {}
     scaling_before = machine_scaling(2, 1 if opts.quick else 3)
     for variant, runner in (("pool-1", lambda out: run_batch(jobs, out, settings, workers=1, progress=False)),

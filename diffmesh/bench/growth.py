@@ -99,11 +99,12 @@ def _child_model(spec: dict) -> dict:
 
 
 def _child_pipeline(spec: dict) -> dict:
-    """`diffmesh run VIDEO --no-render --force --quiet` (`run_video` with the same settings) once."""
+    """`diffmesh run VIDEO --max-people 1 --no-render --force --quiet` (`run_video` with the same settings)
+    once: the single-person path, whose memory growth the targets are about."""
     from ..pipeline import RunSettings, run_video
 
     summary = run_video(spec["video"], spec["outdir"], RunSettings(render=False, force=True, progress=False,
-                                                                   device=spec["device"]))
+                                                                   device=spec["device"], max_people=1))
     return {"seconds": [summary.seconds["total"]], "stages": summary.seconds, "frames": summary.frames,
             "valid_frames": summary.valid_frames}
 

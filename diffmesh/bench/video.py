@@ -75,7 +75,7 @@ def bench_video(opts: BenchOptions, device: torch.device, rec: Recorder, cache: 
     def decode():
         frames_seen["decode_only"] = sum(1 for _ in iter_frames(video))
 
-    def pipeline(render: bool, people: int = 1):
+    def pipeline(render: bool, people: int = 1):       # 1: the single-person path, whose targets these are
         name = "two_people" if people == 2 else "render" if render else "no_render"
 
         def call():

@@ -58,12 +58,14 @@ def file_feet(model, rate: float, body, data: dict, settings: RunSettings) -> di
     if world is None:
         return None
     truth = np.asarray(data["joints_world"], np.float64)
+    true_up = np.asarray(data["camera_R"], np.float64)[:, 2]     # world z in camera axes (`in_render_world`)
     contacts = true_contacts(truth[:, list(ANKLES)], ankle_height(body, data["shape"]), fps) & motion.valid[:, None]
     settled = settle_feet(world, motion.joints_cam, keypoints, motion.valid, ankle_up, fps)
     settled = lock_feet(world, body, motion.rotmats, motion.shapes, motion.translation, motion.valid, settled,
                         ankle_up)
     out = {"frames": int(motion.valid.sum()), "contacts": int(contacts.sum()),
            "camera_height_error_m": abs(world.camera_height_m - float(data["camera_position"][2])),
+           "up_error_deg": float(np.degrees(np.arccos(np.clip(world.up @ true_up, -1.0, 1.0)))),
            "truth_skating_mm": foot_skating_mm(truth, contacts, fps)}
     after_cam = world.to_camera(settled.joints_world.astype(np.float64))
     for name, joints_world, cam in (("before", world.to_world(motion.joints_cam), motion.joints_cam),
@@ -89,7 +91,8 @@ def _weighted(files: list[dict], key: str, weight: str) -> float:
 def summarise(files: list[dict]) -> dict:
     """Frame-weighted means over the files (contact-weighted for skating and float)."""
     out = {"truth_skating_mm": _weighted(files, "truth_skating_mm", "contacts"),
-           "camera_height_error_m": float(np.median([f["camera_height_error_m"] for f in files]))}
+           "camera_height_error_m": float(np.median([f["camera_height_error_m"] for f in files])),
+           "up_error_deg": float(np.median([f["up_error_deg"] for f in files]))}
     for stage in ("before", "after"):
         rows = [{**f[stage], "frames": f["frames"], "contacts": f["contacts"]} for f in files]
         out[stage] = {"skating_mm": _weighted(rows, "skating_mm", "contacts"),
@@ -102,25 +105,27 @@ def summarise(files: list[dict]) -> dict:
 
 
 def run_feet_eval(checkpoint: str | None = None, cache_dir=None, limit: int | None = None,
-                  settings: RunSettings | None = None) -> dict:
-    """The report: per-stage scores of one checkpoint (the shipped default unless given) on the test split."""
+                  settings: RunSettings | None = None, split: str = "test") -> dict:
+    """The report: per-stage scores of one checkpoint (the shipped default unless given) on the test split (or
+    the validation subjects' renders, `split` "val", where the contact handling is tuned)."""
     t0 = time.perf_counter()
     path = Path(checkpoint or DEFAULT_CHECKPOINT)
     settings = settings or RunSettings()
     body = load_body("anny")
     (model, rate), = load_models([path], body, settings.device).values()
-    files = test_files(cache_dir, limit)
+    files = test_files(cache_dir, limit, split)
     scored = [s for s in (file_feet(model, rate, body, data, settings) for data in files) if s is not None]
-    return {"data": "renders", "checkpoint": path.name, "files": len(files), "files_with_world": len(scored),
+    return {"data": "renders", "split": split, "checkpoint": path.name, "files": len(files), "files_with_world": len(scored),
             "frames": sum(s["frames"] for s in scored), "contacts": sum(s["contacts"] for s in scored),
             **(summarise(scored) if scored else {}), "seconds": time.perf_counter() - t0}
 
 
 def format_feet_report(report: dict) -> str:
-    lines = [f"rendered test split, feet: {report['files_with_world']} of {report['files']} files with a world, "
+    lines = [f"rendered {report.get('split', 'test')} split, feet: {report['files_with_world']} of {report['files']} files with a world, "
              f"{report['frames']} frames, {report['contacts']} true ankle contacts; checkpoint {report['checkpoint']}"]
     if report["files_with_world"]:
-        lines += [f"camera height error (median) {report['camera_height_error_m']:.2f} m; the truth's own skating "
+        lines += [f"camera height error (median) {report['camera_height_error_m']:.2f} m, gravity "
+                  f"{report['up_error_deg']:.1f} degrees off (median); the truth's own skating "
                   f"{report['truth_skating_mm']:.1f} mm/frame",
                   "| stage | skating mm/frame | true floor: penetration cm (mean / 95th pct) | float cm | "
                   "own floor: penetration cm (95th pct) | float cm |", "|---|---|---|---|---|---|"]

@@ -189,10 +189,11 @@ def checkpoint_labels(checkpoints: list[Path]) -> list[str]:
 
 
 def run_view(video: Path, checkpoint: Path, workdir: Path, settings: dict, label: str | None = None) -> Result:
-    """One view through `diffmesh run` (result.npz only) with one checkpoint."""
+    """One view through `diffmesh run --max-people 1` (result.npz only) with one checkpoint: the single-person
+    tracker, the path this benchmark has always measured (`eval-video --people` scores the default, everyone)."""
     out = workdir / f"{(label or checkpoint.stem).replace('/', '__')}_{video.stem}"
     run_video(video, out, RunSettings(checkpoint=str(checkpoint), render=False, exports=("npz",), progress=False,
-                                      force=True, **settings))
+                                      force=True, **{"max_people": 1, **settings}))
     return Result.load(out / "result.npz")
 
 

@@ -28,14 +28,17 @@ from .real_video import (MEDIAPIPE_FILTERED, MEDIAPIPE_RAW, checkpoint_labels, m
                          score_sequence, shipped_checkpoints, weighted_mean)
 
 TEST_SUBJECTS = ("13", "35", "55")
+VAL_SUBJECTS = ("08", "09", "10", "39", "93")   # the mocap's validation split: for tuning, never for reporting
 
 
-def test_files(cache_dir=None, limit: int | None = None) -> list[dict]:
-    """The render files of the test subjects (evenly spaced `limit` of them when given)."""
-    files = [d for d in load_render_set(cache_dir) if str(d["sequence"]).split("_")[0] in TEST_SUBJECTS]
+def test_files(cache_dir=None, limit: int | None = None, split: str = "test") -> list[dict]:
+    """The render files of the test subjects, or of the validation ones (`split` "val"); evenly spaced `limit` of
+    them when given."""
+    subjects = {"test": TEST_SUBJECTS, "val": VAL_SUBJECTS}[split]
+    files = [d for d in load_render_set(cache_dir) if str(d["sequence"]).split("_")[0] in subjects]
     if not files:
-        raise DataError("the render cache holds none of the test subjects 13, 35, 55; run "
-                        "`diffmesh prepare --render --subjects 13,35,55`")
+        raise DataError(f"the render cache holds none of the {split} subjects {', '.join(subjects)}; run "
+                        f"`diffmesh prepare --render --subjects {','.join(subjects)}`")
     if limit:
         files = [files[i] for i in np.linspace(0, len(files) - 1, min(limit, len(files))).astype(int)]
     return files
