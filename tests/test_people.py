@@ -325,6 +325,28 @@ def test_a_followed_persons_crop_holds_all_their_landmarks_inside_the_frame():
     assert follow_box(_person(640, 360, 2000)[0], (1280, 720)) == (0, 0, 1280, 720)        # larger: the frame
 
 
+def test_a_follower_sees_the_other_followed_person_greyed_but_its_own_person_whole():
+    """Two people overlapping in the image (the second stands half in front of the first): follower 0's view has
+    the second greyed out except where the first's own box is, the frame itself untouched."""
+    from diffmesh.video.multi_pose import MultiPoseEstimator
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    first, second = _person(500, 360, 300)[0], _person(560, 380, 300)[0]
+    estimator = MultiPoseEstimator.__new__(MultiPoseEstimator)      # no landmarker needed to build the view
+    estimator._followed = [(0, (0, 0, 1280, 720), first), (1, (0, 0, 1280, 720), second)]
+    seen = estimator._others_hidden(frame, 0)
+    lo, hi = first.min(0), first.max(0)
+    own = (slice(int(lo[1]), int(hi[1])), slice(int(lo[0]), int(hi[0])))
+    assert (seen[own] == frame[own]).all()                                   # the first, whole
+    right = int(hi[0] + 0.05 * (hi - lo)[0]) + 2                             # beyond the first's padded box
+    other = (slice(int(second.min(0)[1]) + 2, int(second.max(0)[1]) - 2), slice(right, int(second.max(0)[0]) - 2))
+    assert (seen[other] == 128).all() and not (frame[other] == 128).all()   # the second, grey
+    assert (seen[:, :int(lo[0]) - 20] == frame[:, :int(lo[0]) - 20]).all()   # elsewhere the frame itself
+    estimator._followed = estimator._followed[:1]
+    assert estimator._others_hidden(frame, 0) is frame                       # nobody else followed: no copy
+
+
 def test_two_workers_find_the_same_people_as_one(tmp_path):
     """The multi-person path split over two processes (the second half's worker starts 0.5 s early, so the
     people it follows at the split are found already): every frame once, the same people in it."""

@@ -98,3 +98,13 @@ def test_shipped_weights_reproduce_their_recorded_scores(request):
     ref = want[checkpoint.name]
     for key, tol in (("mpjpe_mm", TOL_MM), ("pa_mpjpe_mm", TOL_MM), ("acc_err_mm", TOL_ACC)):
         assert abs(got[key] - ref[key]) <= tol, f"{key}: {got[key]:.2f} now, {ref[key]:.2f} recorded"
+
+
+def test_publish_without_runs_or_seeds_says_what_to_give(capsys):
+    from diffmesh.train.publish import main as publish_main
+
+    with pytest.raises(SystemExit) as stop:
+        publish_main([])
+    assert stop.value.code == 2 and "--update --seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        publish_main(["--seeds", "runs/x"])                 # seeds alone would drop the shipped models' record

@@ -135,7 +135,8 @@ def publish(run_dirs: list[Path], update: bool = False, seed_runs: list[Path] = 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("runs", nargs="+", type=Path, help="run folders (each with best.pt and last.pt)")
+    p.add_argument("runs", nargs="*", type=Path, help="run folders to ship (each with best.pt and last.pt); none "
+                   "with --update --seeds: only record more seeds beside the shipped models")
     p.add_argument("--update", action="store_true", help="keep the record's other shipped models (default: the "
                    "record holds only these runs)")
     p.add_argument("--seeds", nargs="+", type=Path, default=[], metavar="RUN",
@@ -143,6 +144,8 @@ def main(argv=None) -> int:
     p.add_argument("--render-limit", type=int, default=None, metavar="N",
                    help="score N evenly spaced files of the rendered test split (default: all of it)")
     args = p.parse_args(argv)
+    if not args.runs and not (args.update and args.seeds):
+        p.error("give the run folders to ship, or --update --seeds RUN... to record other seeds only")
     from ..evaluation.cmu import format_table
 
     record = publish(args.runs, update=args.update, seed_runs=args.seeds, render_limit=args.render_limit)

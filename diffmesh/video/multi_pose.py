@@ -93,9 +93,9 @@ class MultiPoseEstimator:
 
     With `follow`, each person found is followed in the next frame in a crop around where they were
     (`follow_box`) by a one-person landmarker of their own (the way MediaPipe's single-person graph follows one
-    person from its last landmarks), and the search for new people takes one of the boxes (the frame, its tiles)
-    at a time in turn, each box once every SEARCH_SECONDS, with the followed people greyed out so that the
-    detector looks only for others (all boxes on every frame while nobody is followed). Per frame that is one
+    person from its last landmarks; the others followed greyed out in its view, `_others_hidden`), and the
+    search for new people takes one of the boxes (the frame, its tiles) at a time in turn, each box once every
+    SEARCH_SECONDS, with the followed people greyed out so that the detector looks only for others (all boxes on every frame while nobody is followed). Per frame that is one
     landmark network per person and at most one detector pass, instead of a detector and landmark pass per box:
     two people on a 720p frame cost about a third (docs/outputs.md, "Several people")."""
 
@@ -109,7 +109,7 @@ class MultiPoseEstimator:
         self._last_ms = -1
         self._searches = 0                               # boxes searched so far (the next one is this modulo)
         self._next_search_s = -np.inf
-        self._followed: list[tuple[int, tuple]] = []     # (landmarker stream, crop box) of each person followed
+        self._followed: list[tuple[int, tuple, np.ndarray]] = []   # (stream, crop box, landmarks) per person
         self._idle_streams: list[int] = []
         self._streams = 0
 
@@ -161,7 +161,8 @@ class MultiPoseEstimator:
             found = [(self._detect(rgb, box, ms), box) for box in boxes]
             return merge_people(found, (w, h)) if self._tiles else found[0][0]
         whole = (0, 0, w, h)        # a follower's crop moves with its person: their detections are never "cut"
-        followed = [(self._detect(rgb, box, ms, stream), stream) for stream, box in self._followed]
+        followed = [(self._detect(self._others_hidden(rgb, k), box, ms, stream), stream)
+                    for k, (stream, box, _) in enumerate(self._followed)]
         found = [(people, whole) for people, _ in followed]
         search = boxes                                  # nobody followed: every box, every frame
         if self._followed:
@@ -174,6 +175,16 @@ class MultiPoseEstimator:
         people = merge_people(found + [(self._detect(rgb, box, ms), box) for box in search], (w, h))
         self._follow_next(people, followed, (w, h))
         return people
+
+    def _others_hidden(self, rgb: np.ndarray, k: int) -> np.ndarray:
+        """The frame as follower k sees it: the others followed greyed out where they were in the last frame,
+        outside k's own person's box. A follower's crop often holds a second person (two people overlapping
+        along the line of sight), and its one-person landmarker would jump to them: on the Pose2Sim demo's cam03
+        one track then held both people; with the others hidden neither view has an identity switch."""
+        if len(self._followed) < 2:
+            return rgb
+        others = [landmarks for j, (_, _, landmarks) in enumerate(self._followed) if j != k]
+        return _greyed(rgb, others, keep=self._followed[k][2])
 
     def _follow_next(self, people: People, followed: list[tuple[People, int]], frame: tuple[int, int]) -> None:
         """Who is followed in the next frame, and in which crop: each person of this frame (at most num_poses,
@@ -192,7 +203,7 @@ class MultiPoseEstimator:
                 streams[d] = mine
         self._idle_streams += free
         self._followed = [(streams[d] if d in streams else self._new_stream(),
-                           follow_box(people.landmarks[d], frame)) for d in order]
+                           follow_box(people.landmarks[d], frame), people.landmarks[d]) for d in order]
 
     def _new_stream(self) -> int:
         if self._idle_streams:
@@ -231,18 +242,28 @@ def follow_box(landmarks: np.ndarray, frame: tuple[int, int]) -> tuple[int, int,
     return x0, y0, w, h
 
 
-def _greyed(rgb: np.ndarray, people: list[np.ndarray]) -> np.ndarray:
+def _greyed(rgb: np.ndarray, people: list[np.ndarray], keep: np.ndarray | None = None) -> np.ndarray:
     """A copy of the frame with each person's box of all landmarks (P of them, (33, 2) each), a tenth larger,
-    filled with mid grey: the search looks for the others only."""
+    filled with mid grey: the search looks for the others only. With `keep` (a followed person's landmarks), their
+    own box is left as it was, so that where the others overlap them they are still seen whole."""
     out = rgb.copy()
-    height, width = rgb.shape[:2]
     for landmarks in people:
-        lo, hi = landmarks.min(0), landmarks.max(0)
-        pad = 0.05 * (hi - lo)
-        x0, y0 = np.clip(np.floor(lo - pad), 0, [width, height]).astype(int)
-        x1, y1 = np.clip(np.ceil(hi + pad), 0, [width, height]).astype(int)
+        x0, y0, x1, y1 = _padded_box(landmarks, rgb.shape)
         out[y0:y1, x0:x1] = 128
+    if keep is not None:
+        x0, y0, x1, y1 = _padded_box(keep, rgb.shape)
+        out[y0:y1, x0:x1] = rgb[y0:y1, x0:x1]
     return out
+
+
+def _padded_box(landmarks: np.ndarray, shape: tuple) -> tuple[int, int, int, int]:
+    """The box (x0, y0, x1, y1) of all landmarks (33, 2), a tenth larger, inside an image of `shape`."""
+    height, width = shape[:2]
+    lo, hi = landmarks.min(0), landmarks.max(0)
+    pad = 0.05 * (hi - lo)
+    x0, y0 = np.clip(np.floor(lo - pad), 0, [width, height]).astype(int)
+    x1, y1 = np.clip(np.ceil(hi + pad), 0, [width, height]).astype(int)
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 def tile_boxes(width: int, height: int) -> list[tuple[int, int, int, int]]:
