@@ -127,7 +127,8 @@ def _bench_preset(opts: BenchOptions, preset: str, device: torch.device, rec: Re
     cfg = models["diffmesh"].cfg
     f = cfg.num_frames
     g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(1, f, cfg.num_keypoints, 3, generator=torch.Generator().manual_seed(1)).to(device)
+    x = torch.randn(1, f, cfg.num_keypoints, cfg.keypoint_channels,       # the models' inputs (2d+3d: 6 channels)
+                    generator=torch.Generator().manual_seed(1)).to(device)
     tokens = {m: models[m].adapter(x) for m in TABLE4_METHODS}
     steps = {m: models[m](x, generator=g).denoiser_calls for m in TABLE4_METHODS}
     steps["baseline1_sequential"] = baseline1_sequential(models["baseline1"], x, g).denoiser_calls
