@@ -393,8 +393,7 @@ def _add_cmu_commands(sub) -> None:
                    help="--data renders: the runs' --windows (see `run`)")
     p.add_argument("--feet", action="store_true", help="--data renders: foot skating and ground penetration "
                    "before and after the contact handling, against the true floor and contacts (docs/people.md)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"],
-                   help="--data synthetic: the split scored; --feet: test, or val (the subjects to tune on)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split (--feet: val or test)")
     p.add_argument("--limit", type=int, default=None, help="score this many evenly spaced clips (default: all)")
     p.add_argument("--no-noise", action="store_true", help="exact 2D input instead of the detector noise model")
     _noise_model_option(p)
