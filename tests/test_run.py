@@ -351,10 +351,10 @@ def _root_relative(out: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_60_fps_and_variable_rate_videos_run_at_the_models_rate(tmp_path):
-    """The demo's frames 90-129 (30 fps, the man followed by the single-person tracker): as a 60 fps video with every frame shown twice, resampling hands
-    the model the 30 fps frames again, so its joints at the even frames are close to the 30 fps run's, closer than
-    without resampling (where the model sees slow motion); as a variable-rate video (a third of the frames dropped,
-    times kept) the run still covers every frame."""
+    """The demo's frames 90-129 (30 fps, the man, followed by the single-person tracker): as a 60 fps video with
+    every frame shown twice, resampling hands the model the 30 fps frames again, so its joints at the even frames
+    are close to the 30 fps run's, closer than without resampling (where the model sees slow motion); as a
+    variable-rate video (a third of the frames dropped, times kept) the run still covers every frame."""
     src = need(WALK)
     runs = {}
     for name, frames, rate, pts, extra in (

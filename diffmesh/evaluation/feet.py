@@ -115,13 +115,15 @@ def run_feet_eval(checkpoint: str | None = None, cache_dir=None, limit: int | No
     (model, rate), = load_models([path], body, settings.device).values()
     files = test_files(cache_dir, limit, split)
     scored = [s for s in (file_feet(model, rate, body, data, settings) for data in files) if s is not None]
-    return {"data": "renders", "split": split, "checkpoint": path.name, "files": len(files), "files_with_world": len(scored),
+    return {"data": "renders", "split": split, "checkpoint": path.name, "files": len(files),
+            "files_with_world": len(scored),
             "frames": sum(s["frames"] for s in scored), "contacts": sum(s["contacts"] for s in scored),
             **(summarise(scored) if scored else {}), "seconds": time.perf_counter() - t0}
 
 
 def format_feet_report(report: dict) -> str:
-    lines = [f"rendered {report.get('split', 'test')} split, feet: {report['files_with_world']} of {report['files']} files with a world, "
+    lines = [f"rendered {report['split']} split, feet: {report['files_with_world']} of {report['files']} files "
+             "with a world, "
              f"{report['frames']} frames, {report['contacts']} true ankle contacts; checkpoint {report['checkpoint']}"]
     if report["files_with_world"]:
         lines += [f"camera height error (median) {report['camera_height_error_m']:.2f} m, gravity "

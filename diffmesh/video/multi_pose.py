@@ -95,7 +95,8 @@ class MultiPoseEstimator:
     (`follow_box`) by a one-person landmarker of their own (the way MediaPipe's single-person graph follows one
     person from its last landmarks; the others followed greyed out in its view, `_others_hidden`), and the
     search for new people takes one of the boxes (the frame, its tiles) at a time in turn, each box once every
-    SEARCH_SECONDS, with the followed people greyed out so that the detector looks only for others (all boxes on every frame while nobody is followed). Per frame that is one
+    SEARCH_SECONDS, with the followed people greyed out so that the detector looks only for others (all boxes
+    on every frame while nobody is followed). Per frame that is one
     landmark network per person and at most one detector pass, instead of a detector and landmark pass per box:
     two people on a 720p frame cost about a third (docs/outputs.md, "Several people")."""
 
